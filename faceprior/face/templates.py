@@ -1,0 +1,28 @@
+"""Face templates: where the 5 landmarks of an aligned face lie in the model's input.
+
+Landmark order everywhere in faceprior: left eye centre, right eye centre, nose tip, left mouth
+corner, right mouth corner ("left" as seen in the image, i.e. smaller x first). Coordinates are
+(x, y) in pixels of the aligned crop, pixel centres at integer positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The FFHQ-style 512x512 alignment used by the official GFP-GAN models (facexlib's
+# FaceRestoreHelper template for face_size=512).
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.19360],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
+
+
+def scale_template(template: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
+    """Rescale a [5, 2] template made for ``from_size`` crops to ``to_size`` crops."""
+    return np.asarray(template, dtype=np.float64) * (to_size / from_size)
