@@ -1,0 +1,292 @@
+"""GFPGANv1, the GFP-GAN paper model (gfpgan ``gfpganv1_arch``), and its facial-component discriminator.
+
+GFPGANv1 = a U-Net degradation-removal network + the original StyleGAN2 decoder (see
+``faceprior.models.stylegan2``) modulated by Channel-Split Spatial Feature Transform (CS-SFT):
+
+1. Encoder: ``conv_body_first`` (1x1) then ``ResBlock`` s down to 4x4 (the U-Net skips), then
+   ``final_conv``.
+2. ``final_linear`` maps the 4x4 features to the style code: one w [B, F] or, with
+   ``different_w``, one w per decoder layer [B, num_latent, F].
+3. Decoder: for each level 8 .. out_size px, add the U-Net skip, upsample with ``ResUpBlock``
+   (bilinear + conv), and compute the SFT ``scale`` / ``shift`` maps (``condition_scale`` /
+   ``condition_shift``) and an intermediate RGB image (``toRGB``, for the pyramid loss).
+4. ``stylegan_decoder`` (``StyleGAN2GeneratorSFT``) synthesizes the face, applying
+   ``feat * scale + shift`` after the upsampling StyleConv of each level (to the second half of the
+   channels when ``sft_half``).
+
+Module and parameter names follow the official code so that ``GFPGANv1.pth`` loads strictly.
+Images are RGB in [-1, 1], ``[B, 3, out_size, out_size]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceprior.models.gfpgan_clean import load_decoder_checkpoint
+from faceprior.models.ops import FusedLeakyReLU
+from faceprior.models.stylegan2 import (DEFAULT_RESAMPLE_KERNEL, ConvLayer, EqualConv2d, EqualLinear, ResBlock,
+                                        ScaledLeakyReLU, StyleGAN2Generator, log2_out_size, stylegan2_channels)
+
+__all__ = [
+    "apply_sft",
+    "StyleGAN2GeneratorSFT",
+    "ConvUpLayer",
+    "ResUpBlock",
+    "GFPGANv1",
+    "FacialComponentDiscriminator",
+]
+
+
+def apply_sft(feat: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sft_half: bool) -> torch.Tensor:
+    """Spatial feature transform ``feat * scale + shift``.
+
+    With ``sft_half`` (CS-SFT) only the second half of the channels is modulated and the first half
+    passes through unchanged: feat [B, C, H, W], scale/shift [B, C/2, H, W]. Otherwise scale/shift
+    are [B, C, H, W]. Returns [B, C, H, W].
+    """
+    if sft_half:
+        feat_same, feat_sft = torch.split(feat, feat.size(1) // 2, dim=1)
+        return torch.cat([feat_same, feat_sft * scale + shift], dim=1)
+    return feat * scale + shift
+
+
+class StyleGAN2GeneratorSFT(StyleGAN2Generator):
+    """``StyleGAN2Generator`` whose features are modulated by SFT conditions.
+
+    ``conditions`` is ``[scale_8, shift_8, scale_16, shift_16, ...]``, each [B, C_sft, r, r]; the
+    pair of level k (r = 2 ** (k + 3)) is applied after that level's upsampling StyleConv. A shorter
+    list leaves the deeper levels unmodulated. Same state dict as ``StyleGAN2Generator``.
+
+    Args: those of ``StyleGAN2Generator``, plus ``sft_half`` (CS-SFT on half of the channels).
+    """
+
+    def __init__(self, out_size: int, num_style_feat: int = 512, num_mlp: int = 8, channel_multiplier: float = 2,
+                 resample_kernel: Sequence[float] = DEFAULT_RESAMPLE_KERNEL, lr_mlp: float = 0.01,
+                 narrow: float = 1, sft_half: bool = False):
+        super().__init__(out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
+                         channel_multiplier=channel_multiplier, resample_kernel=resample_kernel, lr_mlp=lr_mlp,
+                         narrow=narrow)
+        self.sft_half = sft_half
+
+    def forward(self, styles: Sequence[torch.Tensor], conditions: Sequence[torch.Tensor],
+                input_is_latent: bool = False, noise: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                randomize_noise: bool = True, truncation: float = 1, truncation_latent: Optional[torch.Tensor] = None,
+                inject_index: Optional[int] = None,
+                return_latents: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """As ``StyleGAN2Generator.forward``, with the SFT ``conditions`` list described above."""
+        latent = self.styles_to_latent(styles, input_is_latent, truncation, truncation_latent, inject_index)
+        if noise is None:
+            noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
+
+        def sft_hook(feat: torch.Tensor, level: int) -> torch.Tensor:
+            if 2 * level + 1 < len(conditions):
+                return apply_sft(feat, conditions[2 * level], conditions[2 * level + 1], self.sft_half)
+            return feat
+
+        image = self.synthesize(latent, noise, feature_hook=sft_hook)
+        return image, (latent if return_latents else None)
+
+
+class ConvUpLayer(EqualConv2d):
+    """Bilinear x2 upsampling, then an equalized-lr conv, then an optional activation.
+
+    [B, Cin, H, W] -> [B, Cout, 2H, 2W] (with 'same' padding). As in ``ConvLayer``, when
+    ``activate`` the bias lives in ``activation`` (``FusedLeakyReLU``) if ``bias``, else the
+    activation is a ``ScaledLeakyReLU``; without ``activate`` the conv has the bias if ``bias``.
+    Parameters: ``weight``, ``bias`` (conv, optional), ``activation.bias`` (optional).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True, bias_init_val: float = 0, activate: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         bias=bias and not activate, bias_init_val=bias_init_val)
+        if activate:
+            self.activation = FusedLeakyReLU(out_channels) if bias else ScaledLeakyReLU(0.2)
+        else:
+            self.activation = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        out = super().forward(out)
+        if self.activation is not None:
+            out = self.activation(out)
+        return out
+
+
+class ResUpBlock(nn.Module):
+    """Residual upsampling block: ``(conv2(conv1(x)) + skip(x)) / sqrt(2)``.
+
+    [B, Cin, H, W] -> [B, Cout, 2H, 2W]. ``conv1``: 3x3 ``ConvLayer``; ``conv2``: 3x3
+    ``ConvUpLayer`` with fused leaky ReLU; ``skip``: 1x1 ``ConvUpLayer`` without bias or activation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channels, in_channels, 3, bias=True, activate=True)
+        self.conv2 = ConvUpLayer(in_channels, out_channels, 3, stride=1, padding=1, bias=True, activate=True)
+        self.skip = ConvUpLayer(in_channels, out_channels, 1, bias=False, activate=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.conv1(x))
+        return (out + self.skip(x)) / math.sqrt(2)
+
+
+class GFPGANv1(nn.Module):
+    """GFP-GAN (paper version): U-Net + StyleGAN2 decoder with CS-SFT.
+
+    The released ``GFPGANv1.pth`` uses ``out_size=512, channel_multiplier=1, input_is_latent=True,
+    different_w=True, sft_half=True`` (the other defaults below are the official ones).
+
+    Args:
+        out_size: input and output resolution, a power of two in 8 .. 1024.
+        num_style_feat: size of w.
+        channel_multiplier: decoder width at 64 px and above (the U-Net uses half the channels).
+        resample_kernel: 1-D FIR taps for the StyleGAN2 up/down-sampling.
+        decoder_load_path: optional StyleGAN2Generator checkpoint loaded (strictly) into
+            ``stylegan_decoder``; ``params_ema`` is preferred, then ``params``, then a bare state dict.
+        fix_decoder: freeze the decoder parameters (``requires_grad=False``).
+        num_mlp, lr_mlp: style MLP of the decoder.
+        input_is_latent: the style code is w (the decoder's style MLP is skipped).
+        different_w: predict one w per decoder layer.
+        narrow: scales every channel count.
+        sft_half: apply SFT to half of the decoder channels (CS-SFT).
+    """
+
+    def __init__(self, out_size: int, num_style_feat: int = 512, channel_multiplier: float = 1,
+                 resample_kernel: Sequence[float] = DEFAULT_RESAMPLE_KERNEL, decoder_load_path: Optional[str] = None,
+                 fix_decoder: bool = True, num_mlp: int = 8, lr_mlp: float = 0.01, input_is_latent: bool = False,
+                 different_w: bool = False, narrow: float = 1, sft_half: bool = False):
+        super().__init__()
+        self.log_size = log2_out_size(out_size, 8)
+        self.input_is_latent = input_is_latent
+        self.different_w = different_w
+        self.num_style_feat = num_style_feat
+        channels = stylegan2_channels(channel_multiplier, narrow * 0.5)  # the U-Net is half as wide
+
+        # Encoder: out_size -> 4 px.
+        self.conv_body_first = ConvLayer(3, channels[f"{out_size}"], 1, bias=True, activate=True)
+        in_channels = channels[f"{out_size}"]
+        self.conv_body_down = nn.ModuleList()
+        for log_res in range(self.log_size, 2, -1):
+            out_channels = channels[f"{2 ** (log_res - 1)}"]
+            self.conv_body_down.append(ResBlock(in_channels, out_channels, resample_kernel))
+            in_channels = out_channels
+        self.final_conv = ConvLayer(in_channels, channels["4"], 3, bias=True, activate=True)
+
+        # Decoder: 4 px -> out_size.
+        in_channels = channels["4"]
+        self.conv_body_up = nn.ModuleList()
+        for log_res in range(3, self.log_size + 1):
+            out_channels = channels[f"{2**log_res}"]
+            self.conv_body_up.append(ResUpBlock(in_channels, out_channels))
+            in_channels = out_channels
+        self.toRGB = nn.ModuleList([
+            EqualConv2d(channels[f"{2**log_res}"], 3, 1, stride=1, padding=0, bias=True, bias_init_val=0)
+            for log_res in range(3, self.log_size + 1)])
+
+        num_latent = self.log_size * 2 - 2
+        linear_out_channel = num_latent * num_style_feat if different_w else num_style_feat
+        self.final_linear = EqualLinear(channels["4"] * 4 * 4, linear_out_channel, bias=True, bias_init_val=0,
+                                        lr_mul=1, activation=None)
+
+        self.stylegan_decoder = StyleGAN2GeneratorSFT(out_size=out_size, num_style_feat=num_style_feat,
+                                                      num_mlp=num_mlp, channel_multiplier=channel_multiplier,
+                                                      resample_kernel=resample_kernel, lr_mlp=lr_mlp, narrow=narrow,
+                                                      sft_half=sft_half)
+        if decoder_load_path:  # strict; one-line CheckpointError naming the file on any mismatch
+            load_decoder_checkpoint(self.stylegan_decoder, decoder_load_path)
+        if fix_decoder:
+            for param in self.stylegan_decoder.parameters():
+                param.requires_grad = False
+
+        # SFT condition networks, one scale and one shift branch per level.
+        self.condition_scale = nn.ModuleList()
+        self.condition_shift = nn.ModuleList()
+        for log_res in range(3, self.log_size + 1):
+            out_channels = channels[f"{2**log_res}"]
+            sft_out_channels = out_channels if sft_half else out_channels * 2
+            self.condition_scale.append(self._condition_branch(out_channels, sft_out_channels, final_bias=1))
+            self.condition_shift.append(self._condition_branch(out_channels, sft_out_channels, final_bias=0))
+
+    @staticmethod
+    def _condition_branch(channels: int, out_channels: int, final_bias: float) -> nn.Sequential:
+        """3x3 conv -> scaled leaky ReLU -> 3x3 conv (bias initialised to ``final_bias``)."""
+        return nn.Sequential(
+            EqualConv2d(channels, channels, 3, stride=1, padding=1, bias=True, bias_init_val=0),
+            ScaledLeakyReLU(0.2),
+            EqualConv2d(channels, out_channels, 3, stride=1, padding=1, bias=True, bias_init_val=final_bias))
+
+    def forward(self, x: torch.Tensor, return_latents: bool = False, return_rgb: bool = True,
+                randomize_noise: bool = True, **kwargs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Restore faces.
+
+        Args:
+            x: degraded faces [B, 3, out_size, out_size] in [-1, 1].
+            return_latents: passed to the decoder; its latents are not returned (as official).
+            return_rgb: also return the intermediate U-Net RGB images.
+            randomize_noise: fresh decoder noise per call (official default) instead of the stored
+                ``stylegan_decoder.noises`` buffers.
+            **kwargs: ignored (``GFPGANer`` passes ``weight``).
+        Returns:
+            (image [B, 3, out_size, out_size], out_rgbs: [B, 3, r, r] for r = 8 .. out_size, or []).
+        """
+        conditions: list[torch.Tensor] = []
+        unet_skips: list[torch.Tensor] = []
+        out_rgbs: list[torch.Tensor] = []
+
+        feat = self.conv_body_first(x)
+        for down in self.conv_body_down:
+            feat = down(feat)
+            unet_skips.insert(0, feat)  # lowest resolution first
+        feat = self.final_conv(feat)
+
+        style_code = self.final_linear(feat.view(feat.size(0), -1))
+        if self.different_w:
+            style_code = style_code.view(style_code.size(0), -1, self.num_style_feat)
+
+        for level, up in enumerate(self.conv_body_up):
+            feat = up(feat + unet_skips[level])
+            conditions.append(self.condition_scale[level](feat))
+            conditions.append(self.condition_shift[level](feat))
+            if return_rgb:
+                out_rgbs.append(self.toRGB[level](feat))
+
+        image, _ = self.stylegan_decoder([style_code], conditions, return_latents=return_latents,
+                                         input_is_latent=self.input_is_latent, randomize_noise=randomize_noise)
+        return image, out_rgbs
+
+
+class FacialComponentDiscriminator(nn.Module):
+    """VGG-style patch discriminator for facial components (eyes, mouth); fixed size.
+
+    conv1 3->64, conv2 64->128 (/2), conv3 128->128, conv4 128->256 (/2), conv5 256->256, all 3x3
+    with fused leaky ReLU; ``final_conv`` 256->1 3x3 with bias, no activation.
+
+    ``forward(x [B, 3, H, W], return_feats)`` -> (logits [B, 1, H/4, W/4], feats or None), where
+    feats = [after conv3: [B, 128, H/2, W/2], after conv5: [B, 256, H/4, W/4]] (for the
+    feature-style loss).
+    """
+
+    def __init__(self):
+        super().__init__()
+        kernel = DEFAULT_RESAMPLE_KERNEL
+        self.conv1 = ConvLayer(3, 64, 3, downsample=False, resample_kernel=kernel, bias=True, activate=True)
+        self.conv2 = ConvLayer(64, 128, 3, downsample=True, resample_kernel=kernel, bias=True, activate=True)
+        self.conv3 = ConvLayer(128, 128, 3, downsample=False, resample_kernel=kernel, bias=True, activate=True)
+        self.conv4 = ConvLayer(128, 256, 3, downsample=True, resample_kernel=kernel, bias=True, activate=True)
+        self.conv5 = ConvLayer(256, 256, 3, downsample=False, resample_kernel=kernel, bias=True, activate=True)
+        self.final_conv = ConvLayer(256, 1, 3, bias=True, activate=False)
+
+    def forward(self, x: torch.Tensor, return_feats: bool = False,
+                **kwargs) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
+        feat = self.conv3(self.conv2(self.conv1(x)))
+        feats = [feat] if return_feats else None
+        feat = self.conv5(self.conv4(feat))
+        if feats is not None:
+            feats.append(feat)
+        return self.final_conv(feat), feats
