@@ -1,0 +1,722 @@
+"""Reading and writing image files, and turning in-memory images into RGB arrays.
+
+Array conventions used throughout faceprior:
+
+- colour images are numpy arrays [H, W, 3] in RGB order; transparency is a separate [H, W] plane;
+- integer images are uint8 (0..255) or uint16 (0..65535); float images are float32 in [0, 1].
+
+Supported files: JPEG, PNG, WebP, BMP and TIFF. 16-bit PNG and TIFF (grey or colour, with or
+without alpha) are read as uint16 and written as uint16. Pillow (the ``image`` extra) decodes and
+encodes 8-bit files; 16-bit colour PNG/TIFF, which Pillow can only hand over as 8 bits, are
+decoded by Pillow twice (high bytes, then low bytes) and encoded by small writers here.
+
+The numpy helpers at the top (``to_rgb_array``, ``to_float01``, ``from_float01``) work without
+Pillow; only reading/writing files and PIL inputs need it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import sys
+import threading
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+try:
+    from PIL import Image, UnidentifiedImageError, features
+except ImportError:  # Pillow is the optional ``image`` extra
+    Image = None
+
+PathLike = Union[str, os.PathLike]
+
+# Images with more pixels than this are refused by default before being decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+_SUFFIX_TO_FORMAT = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".png": "PNG", ".webp": "WEBP",
+    ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+}
+_FORMATS_WITH_16_BIT = ("PNG", "TIFF")
+_FORMATS_WITH_ALPHA = ("PNG", "WEBP", "TIFF")
+_EXIF_PREFIX = b"Exif\x00\x00"
+_EXIF_ORIENTATION = 0x0112
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's RGB -> L
+
+
+class ImageReadError(ValueError):
+    """An image file could not be read; the message is one line naming the file and the reason."""
+
+
+class ImageWriteError(ValueError):
+    """An image file could not be written; the message is one line naming the file and the reason."""
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image file.
+
+    pixels: [H, W, 3] RGB, uint8 (bit_depth 8) or uint16 (bit_depth 16), upright (EXIF
+        orientation already applied). Grey files are expanded to three equal channels.
+    alpha: [H, W] of the same dtype (255 / 65535 = opaque), or None when the file has none.
+    format: "JPEG", "PNG", "WEBP", "BMP" or "TIFF".
+    bit_depth: 8 or 16.
+    was_gray: True when the file stored grey levels only (modes 1, L, LA, I;16 ...).
+    icc_profile: the embedded ICC profile (bytes) or None. Profiles of CMYK files are dropped
+        because the pixels were converted to RGB.
+    exif: EXIF block (bytes starting with b"Exif\\0\\0") with the orientation tag removed, or None.
+    path: the file that was read.
+    """
+
+    pixels: np.ndarray
+    alpha: Optional[np.ndarray]
+    format: str
+    bit_depth: int
+    was_gray: bool
+    icc_profile: Optional[bytes] = None
+    exif: Optional[bytes] = None
+    path: Optional[Path] = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# numpy helpers (no Pillow needed)
+
+
+def dtype_max(dtype: Any) -> float:
+    """The value of "full white" for an image dtype: 255 (uint8), 65535 (uint16), 1.0 (float)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if dtype.kind == "f":
+        return 1.0
+    raise TypeError(f"unsupported image dtype {dtype} (expected uint8, uint16 or float)")
+
+
+def to_float01(array: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """uint8 / uint16 / float image (any shape) -> float array in [0, 1] (float input is cast)."""
+    scale = dtype_max(array.dtype)
+    out = np.asarray(array, dtype=dtype)
+    if scale != 1.0:
+        out = out / np.asarray(scale, dtype=dtype)
+    return out
+
+
+def from_float01(array: np.ndarray, dtype: Any) -> np.ndarray:
+    """Float array with values in [0, 1] (any shape) -> ``dtype`` image: clipped, and for
+    integer dtypes scaled to 0..255 / 0..65535 and rounded to nearest."""
+    dtype = np.dtype(dtype)
+    scale = dtype_max(dtype)
+    if dtype.kind == "f":
+        return np.clip(array, 0.0, 1.0).astype(dtype, copy=False)
+    return np.rint(np.clip(array, 0.0, 1.0) * scale).astype(dtype)
+
+
+def convert_bit_depth(array: np.ndarray, bit_depth: int) -> np.ndarray:
+    """uint8 / uint16 / float[0, 1] image -> uint8 (bit_depth 8) or uint16 (bit_depth 16).
+
+    uint8 -> uint16 multiplies by 257 (255 -> 65535); uint16 -> uint8 rounds v / 257.
+    """
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    target = np.uint8 if bit_depth == 8 else np.uint16
+    if array.dtype == target:
+        return array
+    if array.dtype == np.uint8:  # -> uint16
+        return array.astype(np.uint16) * np.uint16(257)
+    if array.dtype == np.uint16:  # -> uint8
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return from_float01(array, target)
+
+
+def _validated_float(array: np.ndarray) -> np.ndarray:
+    """Float image -> float32 clipped to [0, 1]; refuses NaN/inf and values clearly off-range."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.size == 0:
+        return array
+    if not np.isfinite(array).all():
+        raise ValueError("float image contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < -0.01 or hi > 1.01:
+        raise ValueError(f"float images must hold values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return np.clip(array, 0.0, 1.0)
+
+
+def to_rgb_array(image: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """An in-memory image -> (pixels [H, W, 3], alpha [H, W] or None).
+
+    Accepts numpy arrays [H, W] (grey), [H, W, 1], [H, W, 2] (grey + alpha), [H, W, 3] (RGB) or
+    [H, W, 4] (RGBA) of dtype uint8, uint16, bool or float (values in [0, 1]; other float widths
+    become float32), and PIL images of any mode (converted like ``read_image`` does, 8 bits
+    except for 16-bit grey). Integer outputs keep their dtype (uint8 / uint16); float outputs
+    are float32 in [0, 1]. The returned arrays may share memory with the input.
+    """
+    if Image is not None and isinstance(image, Image.Image):
+        pixels, alpha, _, _ = _pil_to_arrays(image)
+        return pixels, alpha
+    array = np.asarray(image)
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * np.uint8(255)
+    elif array.dtype.kind == "f":
+        array = _validated_float(array)
+    elif array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported image dtype {array.dtype} (expected uint8, uint16 or float in [0, 1])")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or 0 in array.shape[:2]:
+        raise ValueError(f"expected an image array [H, W], [H, W, 1|2|3|4], got shape {tuple(np.shape(image))}")
+    channels = array.shape[2]
+    alpha = array[:, :, channels - 1] if channels in (2, 4) else None
+    colour = array[:, :, : 3 if channels >= 3 else 1]
+    if colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)
+    return colour, alpha
+
+
+def rgb_to_gray(pixels: np.ndarray) -> np.ndarray:
+    """[H, W, 3] RGB -> [H, W] grey (BT.601 luma), same dtype (integers rounded)."""
+    gray = pixels.astype(np.float64) @ _LUMA_WEIGHTS
+    if pixels.dtype.kind == "f":
+        return gray.astype(pixels.dtype)
+    return np.clip(np.rint(gray), 0, dtype_max(pixels.dtype)).astype(pixels.dtype)
+
+
+def apply_exif_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Make a stored image upright: [H, W, ...] array -> the array as it should be displayed for
+    the EXIF orientation value 1..8 (2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90
+    clockwise, 7 transverse, 8 rotate 90 counter-clockwise). Returns a view where possible."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return array.swapaxes(0, 1)[:, ::-1]
+    if orientation == 7:
+        return array[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return array.swapaxes(0, 1)[::-1]
+    return array
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _require_pillow(what: str) -> None:
+    if Image is None:
+        raise ImportError(f"{what} needs Pillow: pip install 'faceprior[image]'")
+
+
+def _pil_to_arrays(im: "Image.Image") -> Tuple[np.ndarray, Optional[np.ndarray], int, bool]:
+    """A loaded PIL image -> (pixels [H, W, 3], alpha [H, W] or None, bit_depth, was_gray)."""
+    mode = im.mode
+    has_transparency = "transparency" in im.info
+    if mode == "1" or (mode == "L" and not has_transparency):
+        gray = np.asarray(im.convert("L"))
+        return np.repeat(gray[:, :, None], 3, axis=2), None, 8, True
+    if mode in ("LA", "La", "L"):
+        la = np.asarray(im.convert("LA"))
+        return np.repeat(la[:, :, :1], 3, axis=2), np.ascontiguousarray(la[:, :, 1]), 8, True
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(im)
+        if mode == "F":  # float samples, taken as [0, 1]
+            values = np.rint(np.clip(np.nan_to_num(values), 0.0, 1.0) * 65535.0)
+        gray = np.clip(values, 0, 65535).astype(np.uint16)
+        return np.repeat(gray[:, :, None], 3, axis=2), None, 16, True
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA" if (has_transparency or mode == "PA") else "RGB")
+    elif mode == "RGB" and has_transparency:
+        im = im.convert("RGBA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode != "RGBA" and mode != "RGB":  # CMYK, YCbCr, LAB, HSV, RGBX
+        im = im.convert("RGB")
+    array = np.array(im)  # a writable copy (np.asarray of a PIL image is read-only)
+    if im.mode == "RGBA":
+        return np.ascontiguousarray(array[:, :, :3]), np.ascontiguousarray(array[:, :, 3]), 8, False
+    return array, None, 8, False
+
+
+class _PixelLimit:
+    """Silences Pillow's DecompressionBombWarning (the size is checked here instead) and, only
+    when ``max_pixels`` exceeds what Pillow's own check allows (2 * Image.MAX_IMAGE_PIXELS),
+    raises Pillow's global limit under a lock, restoring it afterwards."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, max_pixels: Optional[int]):
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        self.raise_limit = pillow_limit is not None and (max_pixels is None or max_pixels > 2 * pillow_limit)
+        self.max_pixels = max_pixels
+
+    def __enter__(self):
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if self.raise_limit:
+            self._lock.acquire()
+            self._saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None if self.max_pixels is None else self.max_pixels // 2 + 1
+        return self
+
+    def __exit__(self, *exc):
+        if self.raise_limit:
+            Image.MAX_IMAGE_PIXELS = self._saved
+            self._lock.release()
+        self._warnings.__exit__(*exc)
+        return False
+
+
+_RAWMODE_LOW_BYTES = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
+_WIDE_COLOUR_RAWMODES = ("RGB;16", "RGBA;16", "RGBX;16")
+
+
+def _tile_rawmode(tile: Any) -> Optional[str]:
+    args = tile[3]
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return None
+
+
+def _with_rawmode(tile: Any, rawmode: str) -> Any:
+    args = tile[3]
+    new_args = rawmode if isinstance(args, str) else (rawmode,) + tuple(args[1:])
+    if hasattr(tile, "_replace"):
+        return tile._replace(args=new_args)
+    return (tile[0], tile[1], tile[2], new_args)
+
+
+def _wide_rawmode(im: "Image.Image") -> Optional[str]:
+    """The rawmode of a 16-bit-per-channel colour / grey+alpha PNG or TIFF that Pillow would
+    reduce to 8 bits, or None."""
+    if im.format not in ("PNG", "TIFF") or im.mode not in ("RGB", "RGBA") or not im.tile:
+        return None
+    rawmodes = {_tile_rawmode(t) for t in im.tile}
+    if len(rawmodes) != 1:
+        return None
+    rawmode = rawmodes.pop()
+    if rawmode is None:
+        return None
+    if rawmode == "LA;16B" and im.format == "PNG":
+        return rawmode
+    if rawmode.startswith(_WIDE_COLOUR_RAWMODES) and rawmode[-3:] in _RAWMODE_LOW_BYTES:
+        return rawmode
+    return None
+
+
+def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
+    """Decode the first frame of ``path`` with Pillow, unpacking its samples with ``rawmode``."""
+    with Image.open(path) as im:
+        im.tile = [_with_rawmode(t, rawmode) for t in im.tile]
+        im.load()
+        return np.array(im)
+
+
+def _read_wide(path: Path, rawmode: str, high: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray], bool]:
+    """Full 16-bit samples of a wide PNG/TIFF. ``high`` is Pillow's 8-bit decode (high bytes)."""
+    if rawmode == "LA;16B":  # grey + alpha, 16 bit: the 4 bytes of each pixel as R, G, B, A
+        raw = _decode_with_rawmode(path, "RGBA").astype(np.uint16)
+        gray = (raw[:, :, 0] << 8) | raw[:, :, 1]
+        alpha = (raw[:, :, 2] << 8) | raw[:, :, 3]
+        return np.repeat(gray[:, :, None], 3, axis=2), alpha, True
+    low_rawmode = rawmode[:-3] + _RAWMODE_LOW_BYTES[rawmode[-3:]]
+    low = _decode_with_rawmode(path, low_rawmode)
+    values = (high.astype(np.uint16) << 8) | low.astype(np.uint16)
+    if values.shape[2] == 4:
+        return values[:, :, :3], np.ascontiguousarray(values[:, :, 3]), False
+    return values, None, False
+
+
+def _exif_of(im: "Image.Image") -> Tuple[Optional[bytes], int]:
+    """(EXIF bytes with orientation removed, orientation 1..8) of an opened PIL image."""
+    orientation = 1
+    try:
+        exif = im.getexif()
+        value = exif.get(_EXIF_ORIENTATION, 1)
+        orientation = int(value) if int(value) in range(1, 9) else 1
+    except Exception:  # unreadable EXIF: keep the pixels, drop the metadata
+        return None, 1
+    raw = im.info.get("exif")
+    if not isinstance(raw, (bytes, bytearray)) or not raw:
+        return None, orientation
+    raw = bytes(raw)
+    if not raw.startswith(_EXIF_PREFIX):
+        raw = _EXIF_PREFIX + raw
+    if _EXIF_ORIENTATION in exif:
+        try:
+            del exif[_EXIF_ORIENTATION]
+            raw = exif.tobytes()
+        except Exception:
+            return None, orientation
+    return raw, orientation
+
+
+def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read a JPEG, PNG, WebP, BMP or TIFF file (the first frame of multi-frame files).
+
+    The image size is taken from the file header and checked against ``max_pixels`` (None: no
+    limit) before any pixel data is decoded. EXIF orientation is applied to the pixels.
+    Returns a LoadedImage (see its docstring for shapes and dtypes). Raises ImageReadError for
+    missing, empty, truncated, corrupt, unsupported or too large files.
+    """
+    _require_pillow("read_image")
+    path = Path(path)
+
+    def fail(reason: str) -> ImageReadError:
+        return ImageReadError(f"{path}: {_one_line(reason)}")
+
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise fail("file not found") from None
+    except OSError as error:
+        raise fail(f"cannot access file ({error.strerror or error})") from None
+    if path.is_dir():
+        raise fail("is a folder, not an image file")
+    if size == 0:
+        raise fail("empty file (0 bytes)")
+
+    with _PixelLimit(max_pixels):
+        try:
+            im = Image.open(path, formats=SUPPORTED_FORMATS)
+        except UnidentifiedImageError:
+            raise fail("not a recognised image file (supported: JPEG, PNG, WebP, BMP, TIFF)") from None
+        except Image.DecompressionBombError:
+            raise fail(f"image too large (more than {max_pixels} pixels)") from None
+        except PermissionError:
+            raise fail("permission denied") from None
+        except Exception as error:
+            raise fail(f"corrupt image header ({type(error).__name__}: {error})") from None
+        with im:
+            width, height = im.size
+            if width <= 0 or height <= 0:
+                raise fail(f"invalid image size {width}x{height}")
+            if max_pixels is not None and width * height > max_pixels:
+                raise fail(f"image too large ({width}x{height} = {width * height} pixels, "
+                           f"limit {max_pixels})")
+            file_format = "JPEG" if im.format == "MPO" else im.format
+            if file_format not in SUPPORTED_FORMATS:
+                raise fail(f"unsupported image format {im.format}")
+            try:
+                im.seek(0)
+                wide = _wide_rawmode(im)  # from the tile list, which load() empties
+                im.load()
+                if wide is None:
+                    pixels, alpha, bit_depth, was_gray = _pil_to_arrays(im)
+                else:
+                    pixels, alpha, was_gray = _read_wide(path, wide, high=np.asarray(im))
+                    bit_depth = 16
+            except Image.DecompressionBombError:
+                raise fail(f"image too large (more than {max_pixels} pixels)") from None
+            except MemoryError:
+                raise fail(f"not enough memory to decode a {width}x{height} image") from None
+            except Exception as error:
+                reason = str(error) or type(error).__name__
+                raise fail(f"truncated or corrupt image data ({reason})") from None
+            exif, orientation = _exif_of(im)
+            icc = im.info.get("icc_profile") or None
+            if im.mode == "CMYK" or (icc is not None and icc[16:20] == b"CMYK"):
+                icc = None
+
+    pixels = np.ascontiguousarray(apply_exif_orientation(pixels, orientation))
+    if alpha is not None:
+        alpha = np.ascontiguousarray(apply_exif_orientation(alpha, orientation))
+    return LoadedImage(pixels=pixels, alpha=alpha, format=file_format, bit_depth=bit_depth,
+                       was_gray=was_gray, icc_profile=icc, exif=exif, path=path)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def format_from_path(path: PathLike) -> str:
+    """"JPEG", "PNG", "WEBP", "BMP" or "TIFF" from a file name's suffix; ImageWriteError if unknown."""
+    fmt = _SUFFIX_TO_FORMAT.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ImageWriteError(f"{path}: unknown image file suffix (use .jpg, .png, .webp, .bmp or .tif)")
+    return fmt
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _encode_png16(samples: np.ndarray, icc_profile: Optional[bytes], exif: Optional[bytes]) -> bytes:
+    """[H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) -> 16-bit PNG file bytes.
+
+    Every row uses the Paeth filter (computed for the whole image at once)."""
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2).astype(np.int16)
+    bpp = channels * 2
+    left = np.zeros_like(rows)
+    left[:, bpp:] = rows[:, :-bpp]
+    up = np.zeros_like(rows)
+    up[1:] = rows[:-1]
+    up_left = np.zeros_like(rows)
+    up_left[1:, bpp:] = rows[:-1, :-bpp]
+    estimate = left + up - up_left
+    dist_left, dist_up, dist_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
+    predictor = np.where((dist_left <= dist_up) & (dist_left <= dist_up_left), left,
+                         np.where(dist_up <= dist_up_left, up, up_left))
+    filtered = ((rows - predictor) & 0xFF).astype(np.uint8)
+    scanlines = np.concatenate([np.full((height, 1), 4, dtype=np.uint8), filtered], axis=1)
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
+    if icc_profile:
+        parts.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        parts.append(_png_chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif))
+    parts.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
+    parts.append(_png_chunk(b"IEND", b""))
+    return b"".join(parts)
+
+
+def _encode_tiff16(samples: np.ndarray, icc_profile: Optional[bytes], compress: bool = True) -> bytes:
+    """[H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) -> little-endian TIFF bytes:
+    one strip, Adobe deflate compression with horizontal differencing (predictor 2), or
+    uncompressed when ``compress`` is False."""
+    height, width, channels = samples.shape
+    if compress:
+        diffs = samples.astype(np.uint16).copy()
+        diffs[:, 1:] -= samples[:, :-1]  # wraps modulo 65536, as TIFF predictor 2 expects
+        strip = zlib.compress(diffs.astype("<u2").tobytes(), 6)
+    else:
+        strip = samples.astype("<u2").tobytes()
+
+    extra = bytearray()
+    data_start = 8
+    extra_start = data_start + len(strip) + (len(strip) & 1)
+
+    def put_extra(blob: bytes) -> int:
+        offset = extra_start + len(extra)
+        extra.extend(blob)
+        if len(extra) & 1:
+            extra.append(0)
+        return offset
+
+    SHORT, LONG, RATIONAL, UNDEFINED = 3, 4, 5, 7
+    entries = []  # (tag, type, count, value bytes: 4 bytes inline or an offset)
+
+    def tag(number: int, kind: int, values: Any) -> None:
+        if kind == UNDEFINED:
+            blob, count = bytes(values), len(values)
+        elif kind == RATIONAL:
+            blob, count = struct.pack("<II", *values), 1
+        else:
+            values = list(values)
+            blob, count = struct.pack("<" + ("H" if kind == SHORT else "I") * len(values), *values), len(values)
+        field = blob.ljust(4, b"\x00") if len(blob) <= 4 else struct.pack("<I", put_extra(blob))
+        entries.append((number, kind, count, field))
+
+    tag(256, LONG, [width])
+    tag(257, LONG, [height])
+    tag(258, SHORT, [16] * channels)
+    tag(259, SHORT, [8 if compress else 1])  # Adobe deflate or none
+    tag(262, SHORT, [2 if channels >= 3 else 1])  # RGB or BlackIsZero
+    tag(273, LONG, [data_start])
+    tag(277, SHORT, [channels])
+    tag(278, LONG, [height])
+    tag(279, LONG, [len(strip)])
+    tag(282, RATIONAL, (72, 1))
+    tag(283, RATIONAL, (72, 1))
+    tag(284, SHORT, [1])  # chunky
+    tag(296, SHORT, [2])  # inch
+    tag(317, SHORT, [2 if compress else 1])  # horizontal differencing or none
+    if channels in (2, 4):
+        tag(338, SHORT, [2])  # unassociated alpha
+    if icc_profile:
+        tag(34675, UNDEFINED, icc_profile)
+    ifd_offset = extra_start + len(extra)
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", number, kind, count) + field for number, kind, count, field in entries
+    ) + struct.pack("<I", 0)
+    header = b"II" + struct.pack("<HI", 42, ifd_offset)
+    return header + strip + b"\x00" * (len(strip) & 1) + bytes(extra) + ifd
+
+
+def _icc_fits(icc_profile: Optional[bytes], gray: bool) -> bool:
+    if not icc_profile or len(icc_profile) < 20:
+        return False
+    return icc_profile[16:20] == (b"GRAY" if gray else b"RGB ")
+
+
+def _exif_for_output(exif: Optional[bytes]) -> Optional[bytes]:
+    """EXIF bytes (with the b"Exif\\0\\0" prefix) without an orientation tag, or None."""
+    if not exif:
+        return None
+    exif = bytes(exif)
+    if not exif.startswith(_EXIF_PREFIX):
+        exif = _EXIF_PREFIX + exif
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        if _EXIF_ORIENTATION in parsed:
+            del parsed[_EXIF_ORIENTATION]
+            return parsed.tobytes()
+    except Exception:
+        return None
+    return exif
+
+
+def _encode(fmt: str, samples: np.ndarray, quality: int, icc_profile: Optional[bytes],
+            exif: Optional[bytes]) -> bytes:
+    """[H, W, C] uint8/uint16 samples (C = 1, 2, 3, 4) -> file bytes in ``fmt``."""
+    if samples.dtype == np.uint16:
+        if fmt == "PNG":
+            return _encode_png16(samples, icc_profile, exif)
+        return _encode_tiff16(samples, icc_profile)
+    channels = samples.shape[2]
+    if fmt == "WEBP" and channels <= 2:  # WebP has no grey modes
+        colour = np.repeat(samples[:, :, :1], 3, axis=2)
+        samples = np.concatenate([colour, samples[:, :, 1:]], axis=2)
+        channels = samples.shape[2]
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    im = Image.fromarray(samples[:, :, 0] if channels == 1 else samples, mode)
+    options: dict = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if exif and fmt in ("JPEG", "PNG", "WEBP"):
+        options["exif"] = exif
+    if fmt == "JPEG":
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "WEBP":
+        options.update(quality=quality, lossless=quality >= 100, exact=True, method=4)
+    elif fmt == "TIFF" and features.check("libtiff"):
+        options["compression"] = "tiff_adobe_deflate"
+    buffer = io.BytesIO()
+    im.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _write_atomically(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to a temporary file next to ``path`` and move it into place, so ``path``
+    is either untouched or complete. Without ``overwrite`` an existing file is never replaced."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(temp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temp, path)
+            return
+        try:
+            os.link(temp, path)  # atomic, and fails when path exists
+        except FileExistsError:
+            raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
+        except OSError:  # file system without hard links
+            if path.exists():
+                raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
+            os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def write_image(
+    path: PathLike,
+    pixels: Any,
+    alpha: Optional[np.ndarray] = None,
+    format: Optional[str] = None,
+    bit_depth: int = 8,
+    quality: int = 95,
+    *,
+    gray: bool = False,
+    icc_profile: Optional[bytes] = None,
+    exif: Optional[bytes] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an image file atomically (temporary file in the same folder, then os.replace).
+
+    pixels: [H, W, 3] RGB or [H, W] grey (anything ``to_rgb_array`` accepts), uint8, uint16 or
+        float in [0, 1]. A 4th (or 2nd) channel is taken as alpha unless ``alpha`` is given.
+    alpha: [H, W] transparency (same value conventions), kept for PNG, WebP and TIFF, dropped
+        for JPEG and BMP.
+    format: "JPEG", "PNG", "WEBP", "BMP" or "TIFF"; None picks it from the suffix of ``path``.
+    bit_depth: 8 or 16. 16 is kept for PNG and TIFF; other formats store 8 bits.
+    quality: 1..100 for JPEG and WebP (100 = lossless WebP; JPEG >= 90 uses 4:4:4 chroma).
+    gray: store one grey channel (BT.601 luma of the RGB pixels); pass ``LoadedImage.was_gray``
+        to keep grey files grey. [H, W] pixels are stored grey too. (16-bit grey + alpha
+        TIFF is stored as RGBA, since Pillow cannot read that layout back.)
+    icc_profile, exif: metadata to embed (e.g. from ``LoadedImage``); an ICC profile is only
+        embedded when it matches the stored colour space; EXIF orientation is removed.
+    overwrite: replace an existing file; otherwise ImageWriteError if ``path`` exists.
+    Returns the path written. Raises ImageWriteError with a one-line message on failure.
+    """
+    _require_pillow("write_image")
+    path = Path(path)
+    fmt = format_from_path(path) if format is None else format.upper()
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+    if fmt not in SUPPORTED_FORMATS:
+        raise ImageWriteError(f"{path}: unsupported format {format!r} (use JPEG, PNG, WEBP, BMP or TIFF)")
+    if bit_depth not in (8, 16):
+        raise ImageWriteError(f"{path}: bit_depth must be 8 or 16, got {bit_depth}")
+    if not 1 <= int(quality) <= 100:
+        raise ImageWriteError(f"{path}: quality must be in 1..100, got {quality}")
+    if not path.parent.is_dir():
+        raise ImageWriteError(f"{path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)")
+    try:
+        gray = gray or np.ndim(pixels) == 2
+        colour, own_alpha = to_rgb_array(pixels)
+        if alpha is None:
+            alpha = own_alpha
+        else:
+            alpha, _ = to_rgb_array(alpha)
+            alpha = alpha[:, :, 0]
+            if alpha.shape != colour.shape[:2]:
+                raise ValueError(f"alpha shape {alpha.shape} does not match image shape {colour.shape[:2]}")
+    except ValueError as error:
+        raise ImageWriteError(f"{path}: {_one_line(str(error))}") from None
+
+    depth = bit_depth if fmt in _FORMATS_WITH_16_BIT else 8
+    if gray and depth == 16 and fmt == "TIFF" and alpha is not None:
+        gray = False  # Pillow cannot read 16-bit grey + alpha TIFF back: store RGBA
+    colour = convert_bit_depth(colour, depth)
+    planes = [rgb_to_gray(colour)[:, :, None] if gray else colour]
+    if alpha is not None and fmt in _FORMATS_WITH_ALPHA:
+        planes.append(convert_bit_depth(alpha, depth)[:, :, None])
+    samples = np.ascontiguousarray(np.concatenate(planes, axis=2))
+    icc = icc_profile if _icc_fits(icc_profile, gray and fmt != "WEBP") else None
+    try:
+        data = _encode(fmt, samples, int(quality), icc, _exif_for_output(exif))
+    except Exception as error:
+        raise ImageWriteError(f"{path}: cannot encode {fmt} ({_one_line(str(error))})") from None
+    try:
+        _write_atomically(path, data, overwrite)
+    except ImageWriteError:
+        raise
+    except OSError as error:
+        raise ImageWriteError(f"{path}: cannot write file ({error.strerror or error})") from None
+    return path
