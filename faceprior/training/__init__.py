@@ -1,0 +1,1 @@
+"""Training data: the GFP-GAN degradation model and the face dataset."""
