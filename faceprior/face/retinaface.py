@@ -485,3 +485,25 @@ class RetinaFaceDetector:
             scores=scores[keep].cpu().numpy(),
             landmarks=landmarks[keep].cpu().numpy(),
         )
+
+    def detect_arrays(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pipeline's detector interface: (boxes [N, 4], scores [N], landmarks [N, 5, 2]) with
+        the confidence threshold that facexlib's FaceRestoreHelper uses (0.97)."""
+        return tuple(self.detect(image, conf_threshold=RESTORE_HELPER_CONF_THRESHOLD))
+
+
+# facexlib's released weight files (no published checksums: not verified beyond the key layout).
+RETINAFACE_WEIGHT_URLS = {
+    "resnet50": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+    "mobilenet0.25": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+}
+
+
+def make_retinaface_detector(network: str = "resnet50", device: str | torch.device = "cpu",
+                             cache_dir: Optional[str] = None) -> RetinaFaceDetector:
+    """A RetinaFaceDetector with facexlib's weights, taken from the weight cache or downloaded."""
+    from faceprior.weights.store import fetch
+
+    url = RETINAFACE_WEIGHT_URLS[network]
+    path = fetch(url, filename=url.rsplit("/", 1)[1], cache_dir=cache_dir)
+    return RetinaFaceDetector(load_retinaface(path, network=network).to(device))

@@ -1,0 +1,230 @@
+"""Restore a batch of image files: input discovery, output naming, reports, a summary.
+
+This is what ``faceprior restore`` runs. The rules that protect the user's files:
+- inputs are never written to (an output path that is an input gets a ``_restored`` suffix);
+- existing outputs are kept unless ``overwrite`` is set (``skip_existing`` resumes a batch);
+- every file is written atomically (temporary file + rename), so a killed run leaves no
+  half-written image;
+- a bad file is reported in one line and the batch goes on; the summary lists the failures.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, TextIO
+
+import numpy as np
+
+from faceprior.image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    ImageWriteError,
+    format_from_path,
+    read_image,
+    write_image,
+)
+from faceprior.restorer import FaceRestorer, Result
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+@dataclass
+class InputFile:
+    """An image to restore: its path and its name relative to the argument it came from
+    (kept as the output's relative path, so folder structure is mirrored)."""
+
+    path: Path
+    relative: Path
+
+
+@dataclass
+class BatchSummary:
+    images: int = 0
+    faces: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{self.images} image(s) restored, {self.faces} face(s), {self.skipped} skipped, "
+                f"{len(self.failures)} failed, {self.seconds:.1f} s")
+
+
+def find_inputs(arguments: Sequence[str]) -> tuple[list[InputFile], list[tuple[str, str]]]:
+    """Expand files, folders (recursively) and glob patterns into image files.
+
+    Returns (inputs in a stable order without duplicates, [(argument, reason)] for arguments
+    that matched nothing).
+    """
+    found: list[InputFile] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, relative: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(InputFile(path, relative))
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                problems.append((argument, "folder contains no image files"))
+            for file in files:
+                add(file, file.relative_to(path))
+        elif path.is_file():
+            add(path, Path(path.name))
+        elif glob.has_magic(argument):
+            matches = sorted(Path(p) for p in glob.glob(argument, recursive=True) if Path(p).is_file())
+            if not matches:
+                problems.append((argument, "pattern matched no files"))
+            for match in matches:
+                add(match, Path(match.name))
+        else:
+            problems.append((argument, "no such file or folder"))
+    return found, problems
+
+
+def output_path(item: InputFile, out_dir: Path, ext: Optional[str], input_paths: set[Path]) -> Path:
+    """Where the restored image of ``item`` goes: ``out_dir / relative`` with ``ext`` if given;
+    never one of the input files."""
+    target = out_dir / item.relative
+    if ext:
+        target = target.with_suffix("." + ext.lower().lstrip("."))
+    if target.resolve() in input_paths:
+        target = target.with_name(f"{target.stem}_restored{target.suffix}")
+    return target
+
+
+class ProgressLine:
+    """A one-line progress display on a terminal (nothing when not a TTY)."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def show(self, done: int, name: str) -> None:
+        if self.enabled:
+            width = 30
+            filled = int(width * done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {name[:40]:<40}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def _face_files(result: Result, stem: str, folder: Path, overwrite: bool) -> None:
+    for index, face in enumerate(result.faces):
+        write_image(folder / "faces" / f"{stem}_{index:02d}_input.png", face.aligned, overwrite=overwrite)
+        if face.restored is not None:
+            write_image(folder / "faces" / f"{stem}_{index:02d}_restored.png", face.restored, overwrite=overwrite)
+
+
+def _comparison_files(result: Result, stem: str, folder: Path, overwrite: bool) -> None:
+    for index, face in enumerate(result.faces):
+        if face.restored is not None:
+            side_by_side = np.concatenate([face.aligned, face.restored], axis=1)
+            write_image(folder / "compare" / f"{stem}_{index:02d}.png", side_by_side, overwrite=overwrite)
+
+
+def restore_files(
+    restorer: FaceRestorer,
+    inputs: Sequence[InputFile],
+    out_dir: Path,
+    ext: Optional[str] = None,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    save_faces: bool = False,
+    save_compare: bool = False,
+    save_report: bool = False,
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+    log: TextIO = sys.stderr,
+) -> BatchSummary:
+    """Restore every input into ``out_dir``; returns the summary (failures included)."""
+    summary = BatchSummary()
+    start = time.perf_counter()
+    input_paths = {item.path.resolve() for item in inputs}
+    progress = ProgressLine(len(inputs), log)
+    for done, item in enumerate(inputs, 1):
+        progress.show(done - 1, item.path.name)
+        target = output_path(item, out_dir, ext, input_paths)
+        if target.exists() and skip_existing:
+            summary.skipped += 1
+            continue
+        if target.exists() and not overwrite:
+            summary.failures.append((str(item.path), f"output {target} exists (use --skip-existing or --overwrite)"))
+            continue
+        try:
+            loaded = read_image(item.path, max_pixels=max_pixels)
+            image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
+            result = restorer.restore(image)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fmt = format_from_path(target)
+            write_image(target, result.image, alpha=result.alpha, format=fmt, bit_depth=loaded.bit_depth,
+                        gray=loaded.was_gray, icc_profile=loaded.icc_profile, exif=loaded.exif,
+                        overwrite=overwrite)
+            stem = str(item.relative.with_suffix("")).replace(os.sep, "__")
+            if save_faces:
+                (out_dir / "faces").mkdir(exist_ok=True)
+                _face_files(result, stem, out_dir, overwrite)
+            if save_compare:
+                (out_dir / "compare").mkdir(exist_ok=True)
+                _comparison_files(result, stem, out_dir, overwrite)
+            if save_report:
+                _write_report(out_dir / "reports" / f"{stem}.json", item.path, target, restorer, result)
+            summary.images += 1
+            summary.faces += len(result.faces)
+        except (ImageReadError, ImageWriteError) as error:
+            summary.failures.append((str(item.path), _after_path(str(error), item.path)))
+        except (ValueError, RuntimeError, OSError, MemoryError) as error:
+            summary.failures.append((str(item.path), " ".join(str(error).split()) or type(error).__name__))
+        if summary.failures and summary.failures[-1][0] == str(item.path) and progress.enabled:
+            log.write("\n")
+        if summary.failures and summary.failures[-1][0] == str(item.path):
+            log.write(f"faceprior: {item.path}: {summary.failures[-1][1]}\n")
+    progress.show(len(inputs), "")
+    progress.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _after_path(message: str, path: Path) -> str:
+    """Drop a leading '<path>: ' from an error message (the summary prints the path itself)."""
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _write_report(report_path: Path, source: Path, target: Path, restorer: FaceRestorer, result: Result) -> None:
+    report = {
+        "input": str(source),
+        "output": str(target),
+        "model": restorer.choice.name,
+        "upscale": restorer.upscale,
+        "weight": restorer.weight,
+        "faces": [face.to_json() for face in result.faces],
+        "timings_ms": result.timings_ms,
+    }
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(report, indent=2) + "\n").encode()
+    temporary = report_path.with_name(report_path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, report_path)
+
+
+def format_summary(summary: BatchSummary, problems: Iterable[tuple[str, str]] = ()) -> str:
+    lines = [summary.line()]
+    for name, reason in list(problems) + summary.failures:
+        lines.append(f"  failed: {name}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""The restoration pipeline: detect faces, align them, restore them, paste them back.
+
+``FaceRestorer`` composes the pieces that live in their own modules:
+
+    detector (faceprior.face.mtcnn / retinaface)  -> boxes, scores, 5 landmarks per face
+    align    (faceprior.face.align)                -> S x S crops in the model's template
+    model    (faceprior.models, via load_model)    -> restored S x S crops, in batches
+    paste    (faceprior.face.paste)                -> soft-masked blend into the photo
+    upscale  (faceprior.face.background)           -> background enlarged by any factor >= 1
+
+Images are RGB numpy arrays (uint8, uint16 or float in [0, 1]); the result has the input's
+dtype. Everything is deterministic by default: the StyleGAN2 decoder uses its stored noise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from faceprior.face.align import estimate_similarity, warp_affine
+from faceprior.face.background import LanczosUpsampler, Upsampler, upscale_lanczos
+from faceprior.face.paste import face_mask, paste_faces
+from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
+from faceprior.image_io import dtype_max, from_float01, to_float01, to_rgb_array
+from faceprior.weights.loading import load_model
+from faceprior.weights.registry import MODELS, cached_models, registered_path
+
+ModelSpec = Union[str, Path, nn.Module, None]
+
+# Preference order when no model is named: newest official release first.
+MODEL_PREFERENCE = ("gfpgan-1.4", "gfpgan-1.3", "gfpgan-1.2", "gfpgan-1")
+
+# Faces whose eyes are closer than this many pixels are ignored (facexlib's eye_dist_threshold).
+MIN_EYE_DISTANCE = 5.0
+
+
+class NoModelError(RuntimeError):
+    """No restoration model is available; the message says what to put where."""
+
+
+@dataclass
+class ModelChoice:
+    """A restoration network and the face framing it expects.
+
+    model: maps [B, 3, S, S] in [-1, 1] to ([B, 3, S, S] in about [-1, 1], ...).
+    name: registered name or file path, for messages and reports.
+    input_size: S. template: [5, 2] landmark positions in the S x S input.
+    reason: why this model was chosen (shown to the user).
+    """
+
+    model: nn.Module
+    name: str
+    input_size: int
+    template: np.ndarray
+    reason: str
+
+
+def model_input_size(model: nn.Module) -> int:
+    """Side S of the square faces a GFP-GAN network takes (2 ** log_size for the GFP-GAN classes)."""
+    if hasattr(model, "log_size"):
+        return 2 ** int(model.log_size)
+    return int(getattr(model, "out_size", 512))
+
+
+def choose_model(spec: ModelSpec = None, device: str | torch.device = "cpu",
+                 cache_dir: Optional[str] = None) -> ModelChoice:
+    """Resolve ``spec`` (registered name, file path, a ready nn.Module, or None) to a model.
+
+    None picks the best registered model present in the weight cache (MODEL_PREFERENCE order);
+    without any, NoModelError says which file to put where.
+    """
+    if isinstance(spec, nn.Module):
+        size = model_input_size(spec)
+        return ModelChoice(spec.eval(), type(spec).__name__, size,
+                           scale_template(FFHQ_TEMPLATE_512, 512, size), "model object passed in")
+    if spec is None:
+        present = cached_models(cache_dir)
+        for name in MODEL_PREFERENCE:
+            if name in present:
+                return _registered_choice(name, device, cache_dir, f"best registered model in the cache ({present[name]})")
+        wanted = registered_path(MODELS[MODEL_PREFERENCE[0]], cache_dir)
+        raise NoModelError(
+            f"no restoration model available: put {wanted.name} ({MODELS[MODEL_PREFERENCE[0]].url}) at {wanted}, "
+            f"or pass --model NAME|PATH (registered: {', '.join(MODELS)})")
+    text = str(spec)
+    if text in MODELS:
+        return _registered_choice(text, device, cache_dir, "named on the command line")
+    model = load_model(text, device=device, cache_dir=cache_dir)
+    size = model_input_size(model)
+    return ModelChoice(model, text, size, scale_template(FFHQ_TEMPLATE_512, 512, size),
+                       "file named on the command line (FFHQ framing assumed)")
+
+
+def _registered_choice(name: str, device: Any, cache_dir: Optional[str], reason: str) -> ModelChoice:
+    entry = MODELS[name]
+    model = load_model(name, device=device, cache_dir=cache_dir)
+    return ModelChoice(model, name, entry.input_size, np.asarray(entry.face_template, dtype=np.float64), reason)
+
+
+def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> Any:
+    """A face detector by name: ``"mtcnn"`` (offline default) or ``"retinaface"`` (the official
+    pipeline's ResNet-50 RetinaFace; needs facexlib's detection_Resnet50_Final.pth).
+
+    The returned object has ``detect_arrays(image uint8 [H, W, 3] RGB) -> (boxes [N, 4],
+    scores [N], landmarks [N, 5, 2])``.
+    """
+    if name == "mtcnn":
+        from faceprior.face.mtcnn import MTCNN
+
+        return MTCNN(device=device)
+    if name in ("retinaface", "retinaface-resnet50", "retinaface-mobilenet"):
+        from faceprior.face.retinaface import make_retinaface_detector
+
+        network = "mobilenet0.25" if name.endswith("mobilenet") else "resnet50"
+        return make_retinaface_detector(network, device=device)
+    raise ValueError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
+
+
+@dataclass
+class Face:
+    """One face of a photo.
+
+    box: [4] float32 (x1, y1, x2, y2) in input-photo pixels. landmarks: [5, 2] float32.
+    score: detector confidence in [0, 1] (1.0 for --aligned inputs).
+    affine: [2, 3] float64 map from photo pixels to aligned-crop pixels.
+    aligned: [S, S, 3] crop given to the model; restored: [S, S, 3] model output after the
+    ``weight`` blend. Both have the input's dtype.
+    """
+
+    box: np.ndarray
+    landmarks: np.ndarray
+    score: float
+    affine: np.ndarray
+    aligned: np.ndarray
+    restored: Optional[np.ndarray] = None
+
+    def to_json(self) -> dict:
+        return {
+            "box": [round(float(v), 2) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "score": round(float(self.score), 4),
+        }
+
+
+@dataclass
+class Result:
+    """The restored photo: image [H', W', 3] (H' = round(H * upscale)) with the input's dtype,
+    alpha [H', W'] or None, the faces, and per-stage wall times in milliseconds."""
+
+    image: np.ndarray
+    alpha: Optional[np.ndarray]
+    faces: list[Face]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class FaceRestorer:
+    """Restore every face in a photo with a GFP-GAN model.
+
+    Args:
+        model: registered name (e.g. "gfpgan-1.4"), checkpoint path, nn.Module, or None for the
+            best registered model in the weight cache.
+        detector: "mtcnn", "retinaface", or an object with ``detect_arrays`` (see make_detector).
+        upscale: background enlargement factor, >= 1.
+        weight: blend of restored and input face, 1 = fully restored, 0 = input face.
+        aligned: inputs are already aligned faces (no detection; the whole image is the face).
+        only_center_face: keep only the face nearest to the image centre.
+        min_face: ignore faces whose box is smaller than this many pixels (shorter side).
+        max_faces: keep at most this many faces, the largest.
+        batch_size: faces per model forward.
+        seed: None = stored (deterministic) decoder noise; an int = random noise from this seed.
+        upsampler: background upsampler (default Lanczos).
+        face_masker: optional callable (aligned faces [B, S, S, 3] float [0, 1]) -> masks
+            [B, S, S] float in [0, 1] replacing the default soft rectangle (e.g. a face parser).
+        device: torch device for the model.
+    """
+
+    def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
+                 weight: float = 1.0, aligned: bool = False, only_center_face: bool = False,
+                 min_face: float = 0.0, max_faces: Optional[int] = None, batch_size: int = 4,
+                 seed: Optional[int] = None, upsampler: Optional[Upsampler] = None,
+                 face_masker: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 device: str | torch.device = "cpu", cache_dir: Optional[str] = None):
+        if not upscale >= 1:
+            raise ValueError(f"upscale must be >= 1, got {upscale}")
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.choice = choose_model(model, self.device, cache_dir)
+        self.model = self.choice.model.to(self.device).eval()
+        self.input_size = self.choice.input_size
+        self.template = self.choice.template
+        self.detector = None
+        if not aligned:
+            self.detector = make_detector(detector, self.device) if isinstance(detector, str) else detector
+        self.upscale = float(upscale)
+        self.weight = float(weight)
+        self.aligned = aligned
+        self.only_center_face = only_center_face
+        self.min_face = float(min_face)
+        self.max_faces = max_faces
+        self.batch_size = int(batch_size)
+        self.seed = seed
+        self.upsampler = upsampler or LanczosUpsampler()
+        self.face_masker = face_masker
+
+    # ---- the model on aligned crops --------------------------------------------------------
+
+    @torch.inference_mode()
+    def restore_aligned(self, faces: np.ndarray) -> np.ndarray:
+        """Run the model on aligned crops.
+
+        faces: [B, S, S, 3] uint8, uint16 or float in [0, 1] (S = self.input_size).
+        Returns [B, S, S, 3] of the same dtype: clamp(model(x), -1, 1) mapped to [0, 1]
+        (integers rounded), blended with the input by ``weight``.
+        """
+        faces = np.asarray(faces)
+        out = np.empty_like(faces)
+        for start in range(0, len(faces), self.batch_size):
+            chunk = faces[start:start + self.batch_size]
+            x = torch.from_numpy(to_float01(chunk)).permute(0, 3, 1, 2).to(self.device)
+            y = self._forward(x * 2 - 1).clamp(-1, 1) * 0.5 + 0.5
+            if self.weight < 1:
+                y = self.weight * y + (1 - self.weight) * x
+            out[start:start + len(chunk)] = from_float01(y.permute(0, 2, 3, 1).float().cpu().numpy(), faces.dtype)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.seed is None:
+            return self.model(x, return_rgb=False, randomize_noise=False)[0]
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            return self.model(x, return_rgb=False, randomize_noise=True)[0]
+
+    # ---- whole photos ----------------------------------------------------------------------
+
+    def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detected and filtered faces of an [H, W, 3] photo: boxes [N, 4], scores [N],
+        landmarks [N, 5, 2], largest first after the filters of this restorer."""
+        as_uint8 = pixels if pixels.dtype == np.uint8 else from_float01(to_float01(pixels), np.uint8)
+        boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(as_uint8))
+        return select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks),
+                            pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces)
+
+    def restore(self, image: Any) -> Result:
+        """Restore the faces of one photo.
+
+        image: [H, W, 3] or [H, W, 4] (alpha kept) or [H, W] numpy array (uint8, uint16 or float
+            in [0, 1]) or a PIL image. Returns a Result (see its docstring).
+        """
+        pixels, alpha = to_rgb_array(image)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] = round((now - clock) * 1000.0, 2)
+            clock = now
+
+        if self.aligned:
+            return self._restore_aligned_image(pixels, alpha, timings, lap)
+
+        boxes, scores, landmarks = self.detect(pixels)
+        lap("detect")
+        size = self.input_size
+        matrices = np.stack([estimate_similarity(points, self.template) for points in landmarks]) if len(landmarks) else np.zeros((0, 2, 3))
+        crops = np.zeros((0, size, size, 3), pixels.dtype)
+        if len(matrices):
+            grey = np.array([132.0, 133.0, 135.0]) / 255.0 * dtype_max(pixels.dtype)
+            crops = warp_affine(pixels, matrices, size, border="constant", border_value=grey)
+            if crops.ndim == 3:
+                crops = crops[None]
+        lap("align")
+        restored = self.restore_aligned(crops) if len(crops) else crops
+        lap("restore")
+        background = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
+        out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
+        lap("upsample")
+        masks = None
+        if self.face_masker is not None and len(restored):
+            masks = list(self.face_masker(to_float01(restored)))
+        out = paste_faces(background, list(zip(restored, matrices)), masks=masks, upscale=self.upscale)
+        lap("paste")
+        faces = [Face(boxes[i], landmarks[i], float(scores[i]), matrices[i], crops[i], restored[i])
+                 for i in range(len(boxes))]
+        return Result(out, out_alpha, faces, timings)
+
+    def _restore_aligned_image(self, pixels: np.ndarray, alpha: Optional[np.ndarray],
+                               timings: dict, lap: Callable[[str], None]) -> Result:
+        size = self.input_size
+        height, width = pixels.shape[:2]
+        # The whole image is the face: scale it to the model's input (pixel-centre convention).
+        matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
+                           [0.0, size / height, 0.5 * size / height - 0.5]])
+        crop = pixels if (height, width) == (size, size) else warp_affine(pixels, matrix, size, border="replicate")
+        lap("align")
+        restored = self.restore_aligned(crop[None])[0]
+        lap("restore")
+        out = restored if self.upscale == 1 else self.upsampler.upsample(restored, self.upscale)
+        out_alpha = None
+        if alpha is not None:
+            out_alpha = alpha if alpha.shape == out.shape[:2] else upscale_lanczos(alpha, out.shape[0] / height)
+        lap("upsample")
+        landmarks = (self.template - matrix[:, 2]) / np.diag(matrix[:, :2])
+        face = Face(np.array([0, 0, width - 1, height - 1], np.float32), landmarks.astype(np.float32),
+                    1.0, matrix, crop, restored)
+        return Result(out, out_alpha, [face], timings)
+
+
+def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, image_hw: Sequence[int],
+                 min_face: float = 0.0, only_center_face: bool = False,
+                 max_faces: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Filter detections: eye distance >= MIN_EYE_DISTANCE, shorter box side >= min_face, then
+    optionally only the face nearest the image centre, then at most ``max_faces`` (largest first).
+
+    boxes [N, 4], scores [N], landmarks [N, 5, 2] -> the kept subset, sorted by box area, largest first.
+    """
+    boxes = boxes.reshape(-1, 4).astype(np.float32)
+    landmarks = landmarks.reshape(-1, 5, 2).astype(np.float32)
+    scores = scores.reshape(-1).astype(np.float32)
+    eye_distance = np.linalg.norm(landmarks[:, 0] - landmarks[:, 1], axis=1)
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    keep = (eye_distance >= MIN_EYE_DISTANCE) & (sides >= min_face)
+    boxes, scores, landmarks, sides = boxes[keep], scores[keep], landmarks[keep], sides[keep]
+    if only_center_face and len(boxes):
+        centre = np.array([image_hw[1] / 2.0, image_hw[0] / 2.0])
+        box_centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
+        nearest = int(np.argmin(np.linalg.norm(box_centres - centre, axis=1)))
+        boxes, scores, landmarks = boxes[nearest:nearest + 1], scores[nearest:nearest + 1], landmarks[nearest:nearest + 1]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    order = np.argsort(-areas, kind="stable")
+    if max_faces is not None:
+        order = order[:max_faces]
+    return boxes[order], scores[order], landmarks[order]

@@ -1,0 +1,158 @@
+"""The restoration pipeline (FaceRestorer) with a small random-weight official-format checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faceprior.face.paste import face_mask, face_to_image_matrix
+from faceprior.face.align import warp_affine
+from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
+from faceprior.restorer import FaceRestorer, NoModelError, choose_model, select_faces
+from faceprior.weights.loading import load_model
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(reference_dir):
+    return reference_dir / "ckpt" / "GFPGANv1Clean_small.pth"  # out_size 128, random weights
+
+
+class FixedDetector:
+    """Stands in for MTCNN: reports the given faces for any image."""
+
+    def __init__(self, landmarks: np.ndarray, scores=None):
+        self.landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
+        self.scores = np.ones(len(self.landmarks), np.float32) if scores is None else np.asarray(scores, np.float32)
+
+    def detect_arrays(self, image):
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        mins, maxs = self.landmarks.min(axis=1), self.landmarks.max(axis=1)
+        pad = (maxs - mins).max(axis=1, keepdims=True) * 0.6
+        boxes = np.concatenate([mins - pad, maxs + pad], axis=1)
+        return boxes, self.scores, self.landmarks
+
+
+def _face_landmarks(centre_x: float, centre_y: float, eye_distance: float) -> np.ndarray:
+    """Landmarks of an upright face: the FFHQ template scaled to the given eye distance."""
+    template = FFHQ_TEMPLATE_512
+    scale = eye_distance / (template[1, 0] - template[0, 0])
+    return (template - template.mean(axis=0)) * scale + np.array([centre_x, centre_y])
+
+
+def _reference_forward(model, faces_uint8: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(faces_uint8).float().div(255).permute(0, 3, 1, 2) * 2 - 1
+    with torch.no_grad():
+        out = model(x, return_rgb=False, randomize_noise=False)[0]
+    out = ((out.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    return np.rint(out * 255.0).astype(np.uint8)
+
+
+def test_aligned_mode_equals_the_model_forward_exactly(small_checkpoint):
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True)
+    model = load_model(small_checkpoint)
+    for face in faces:
+        result = restorer.restore(face)
+        np.testing.assert_array_equal(result.image, _reference_forward(model, face[None])[0])
+        assert len(result.faces) == 1
+    # Batched: the same bytes as the model run on the same batch (batch_size 4 >= 3 faces).
+    np.testing.assert_array_equal(restorer.restore_aligned(faces), _reference_forward(model, faces))
+
+
+def test_whole_image_changes_only_inside_the_pasted_masks(small_checkpoint):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    landmarks = np.stack([_face_landmarks(120, 150, 40), _face_landmarks(290, 140, 55)])
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks))
+    result = restorer.restore(image)
+    assert len(result.faces) == 2
+    assert result.image.shape == image.shape and result.image.dtype == np.uint8
+    # Union of the pasted masks, in photo coordinates.
+    union = np.zeros(image.shape[:2], np.float32)
+    for face in result.faces:
+        to_image = face_to_image_matrix(face.affine)
+        union = np.maximum(union, warp_affine(face_mask(128), to_image, image.shape[:2], border="constant"))
+    changed = np.any(result.image != image, axis=2)
+    assert changed.any()
+    assert not changed[union == 0].any(), "pixels outside every face mask were modified"
+    # Each restored crop is the model output on the aligned crop.
+    model = load_model(small_checkpoint)
+    crops = np.stack([face.aligned for face in result.faces])
+    np.testing.assert_array_equal(np.stack([face.restored for face in result.faces]), _reference_forward(model, crops))
+
+
+def test_weight_zero_returns_the_input_faces(small_checkpoint):
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 256, (2, 128, 128, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=0.0)
+    np.testing.assert_array_equal(restorer.restore_aligned(faces), faces)
+    half = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=0.5).restore_aligned(faces)
+    full = FaceRestorer(model=str(small_checkpoint), aligned=True).restore_aligned(faces)
+    expected = (faces.astype(np.float64) + full) / 2
+    assert np.abs(half - expected).max() <= 1.0
+
+
+def test_seed_gives_reproducible_random_noise_and_leaves_global_rng_alone(small_checkpoint):
+    faces = np.random.default_rng(3).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
+    seeded = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = seeded.restore_aligned(faces)
+    after = torch.rand(3)
+    np.testing.assert_array_equal(before.numpy(), after.numpy())
+    b = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7).restore_aligned(faces)
+    c = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=8).restore_aligned(faces)
+    stored = FaceRestorer(model=str(small_checkpoint), aligned=True).restore_aligned(faces)
+    np.testing.assert_array_equal(a, b)
+    assert np.any(a != c) and np.any(a != stored)
+
+
+def test_upscale_alpha_and_16_bit_are_kept(small_checkpoint):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 65536, (200, 240, 4), dtype=np.uint16)
+    landmarks = _face_landmarks(120, 100, 45)[None]
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), upscale=1.5)
+    result = restorer.restore(image)
+    assert result.image.shape == (300, 360, 3) and result.image.dtype == np.uint16
+    assert result.alpha is not None and result.alpha.shape == (300, 360) and result.alpha.dtype == np.uint16
+    assert set(result.timings_ms) >= {"detect", "align", "restore", "upsample", "paste"}
+
+
+def test_no_face_leaves_the_image_unchanged(small_checkpoint):
+    image = np.full((64, 80, 3), 77, np.uint8)
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(np.zeros((0, 5, 2))))
+    result = restorer.restore(image)
+    assert result.faces == []
+    np.testing.assert_array_equal(result.image, image)
+
+
+def test_select_faces_filters():
+    big = _face_landmarks(300, 300, 80)
+    small = _face_landmarks(50, 50, 12)
+    tiny = _face_landmarks(500, 50, 3)  # eyes 3 px apart: below the eye-distance threshold
+    landmarks = np.stack([small, big, tiny]).astype(np.float32)
+    mins, maxs = landmarks.min(axis=1), landmarks.max(axis=1)
+    boxes = np.concatenate([mins - 10, maxs + 10], axis=1)
+    scores = np.array([0.9, 0.99, 0.95], np.float32)
+    kept_boxes, kept_scores, kept = select_faces(boxes, scores, landmarks, (600, 600))
+    assert len(kept) == 2 and np.allclose(kept[0], big)  # largest first, tiny dropped
+    _, _, only_big = select_faces(boxes, scores, landmarks, (600, 600), min_face=60)
+    assert len(only_big) == 1 and np.allclose(only_big[0], big)
+    _, _, centre = select_faces(boxes, scores, landmarks, (600, 600), only_center_face=True)
+    assert len(centre) == 1 and np.allclose(centre[0], big)
+    _, _, first = select_faces(boxes, scores, landmarks, (600, 600), max_faces=1)
+    assert len(first) == 1 and np.allclose(first[0], big)
+
+
+def test_no_model_error_names_the_file_to_put_where(tmp_path):
+    with pytest.raises(NoModelError, match=r"GFPGANv1\.4\.pth .*at .*weights"):
+        choose_model(None, cache_dir=str(tmp_path))
+
+
+def test_template_scales_with_the_model_input(small_checkpoint):
+    choice = choose_model(str(small_checkpoint))
+    assert choice.input_size == 128
+    np.testing.assert_allclose(choice.template, scale_template(FFHQ_TEMPLATE_512, 512, 128))
