@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from faceprior.models.arcface import BasicBlock, Bottleneck, IRBlock, ResNetArcFace
 
+from reference_utils import check_manifest, check_official_init, load_reference_model, max_abs_diff
 
-def _manifest_entries(model: torch.nn.Module) -> list:
-    params = {name for name, _ in model.named_parameters()}
-    return [[key, list(t.shape), str(t.dtype).replace("torch.", ""), "param" if key in params else "buffer"]
-            for key, t in model.state_dict().items()]
+ATOL = 1e-4  # measured 8.6e-6 (official float32 vs float64 differ by 7.9e-6)
+
+
+@pytest.fixture(scope="module")
+def arcface_pack(reference_dir):
+    """The ArcFace companion folder of the reference pack (same layout as the pack)."""
+    pack = reference_dir / "arcface"
+    if not (pack / "index.json").is_file():
+        pytest.skip("arcface companion folder not found")
+    return pack
 
 
 def test_state_dict_matches_official_manifest(reference_dir):
-    manifest = json.loads((reference_dir / "manifests" / "ResNetArcFace.json").read_text())
-    with torch.device("meta"):  # shapes only
-        model = ResNetArcFace(**manifest["kwargs"])
-    assert _manifest_entries(model) == manifest["entries"]
-    assert sum(p.numel() for p in model.parameters()) == manifest["num_params"]
+    check_manifest(reference_dir, "ResNetArcFace", ResNetArcFace)
 
 
 def test_block_given_as_class_or_string_is_the_same_model():
@@ -31,24 +32,22 @@ def test_block_given_as_class_or_string_is_the_same_model():
     assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
 
 
-def test_reproduces_official_output_from_fp16_checkpoint(reference_dir):
-    arcface_dir = reference_dir / "arcface"
-    if not (arcface_dir / "ckpt" / "ResNetArcFace_fp16.pth").is_file():
-        pytest.skip("arcface companion folder not found")
-    ckpt = torch.load(arcface_dir / "ckpt" / "ResNetArcFace_fp16.pth", map_location="cpu", weights_only=True)
-    ref = torch.load(arcface_dir / "ref" / "ResNetArcFace_fp16.pt", map_location="cpu", weights_only=True)
-    model = ResNetArcFace(**ref["meta"]["kwargs"]).eval()
-    model.load_state_dict(ckpt["params"], strict=True)
+def test_reproduces_official_output_from_fp16_checkpoint(arcface_pack):
+    model, ref = load_reference_model(arcface_pack, "ResNetArcFace_fp16", ResNetArcFace)
     assert model.fc5.weight.dtype == torch.float32  # fp16 values are cast on load
     with torch.no_grad():
         out = model(ref["input"])
     assert out.shape == (2, 512)
-    # measured: 8.6e-6 (official float32 vs float64 differ by 7.9e-6)
-    assert (out - ref["output"]).abs().max().item() <= 1e-4
+    assert max_abs_diff(out, ref["output"]) <= ATOL
     # each sample is embedded independently in eval mode (no batch mixing)
     with torch.no_grad():
         single = model(ref["input"][1:])
-    assert (single[0] - out[1]).abs().max().item() <= 1e-4
+    assert max_abs_diff(single[0], out[1]) <= ATOL
+
+
+def test_official_initialisation(arcface_pack):
+    """Built after torch.manual_seed(0), every tensor the pack did not perturb equals the (fp16) checkpoint."""
+    check_official_init(arcface_pack, "ResNetArcFace_fp16", ResNetArcFace)
 
 
 def test_se_variant_runs():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -11,59 +9,35 @@ from faceprior.models.gfpgan_bilinear import GFPGANBilinear, StyleGAN2GeneratorB
 from faceprior.models.stylegan2 import StyleGAN2Generator
 from faceprior.models.stylegan2_bilinear import StyleGAN2GeneratorBilinear
 
+from reference_utils import (check_gfpgan_fixed_noise, check_manifest, check_official_init, load_reference_model,
+                             max_abs_diff)
+
 ATOL = 1e-4
-
-
-def _maxabs(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape
-    return (a - b).abs().max().item()
 
 
 @pytest.fixture(scope="module")
 def small(reference_dir):
     """(model loaded from GFPGANBilinear_small.pth in eval mode, reference dict)."""
-    ref = torch.load(reference_dir / "ref" / "GFPGANBilinear_small.pt", map_location="cpu", weights_only=True)
-    ckpt = torch.load(reference_dir / "ckpt" / "GFPGANBilinear_small.pth", map_location="cpu", weights_only=True)
-    model = GFPGANBilinear(**ref["meta"]["kwargs"]).eval()
-    model.load_state_dict(ckpt[ref["meta"]["ckpt_key"]], strict=True)
-    return model, ref
+    return load_reference_model(reference_dir, "GFPGANBilinear_small", GFPGANBilinear)
 
 
 def test_state_dict_matches_official_manifest(reference_dir):
-    manifest = json.loads((reference_dir / "manifests" / "GFPGANBilinear.json").read_text())
-    with torch.device("meta"):  # full size (86M parameters): shapes only, no memory
-        model = GFPGANBilinear(**manifest["kwargs"])
-    params = {name for name, _ in model.named_parameters()}
-    entries = [[key, list(t.shape), str(t.dtype).replace("torch.", ""), "param" if key in params else "buffer"]
-               for key, t in model.state_dict().items()]
-    assert entries == manifest["entries"]
-    assert sum(p.numel() for p in model.parameters()) == manifest["num_params"]
+    check_manifest(reference_dir, "GFPGANBilinear", GFPGANBilinear)  # full size, on the meta device
+
+
+def test_official_initialisation(reference_dir):
+    """Built after torch.manual_seed(0), every tensor the pack did not perturb equals the checkpoint.
+
+    This also shows that the bilinear parts are built once, in the official order (not built as
+    FIR parts first and then replaced, which would consume other random numbers).
+    """
+    check_official_init(reference_dir, "GFPGANBilinear_small", GFPGANBilinear)
 
 
 def test_reproduces_official_outputs_with_fixed_noise(small):
     model, ref = small
-    captured: dict[str, torch.Tensor] = {}
-    conditions: list[torch.Tensor] = []
-    hooks = [model.final_linear.register_forward_hook(lambda m, i, o: captured.__setitem__("style_code", o))]
-    for level in range(len(ref["conditions"]) // 2):
-        hooks.append(model.condition_scale[level].register_forward_hook(lambda m, i, o: conditions.append(o)))
-        hooks.append(model.condition_shift[level].register_forward_hook(lambda m, i, o: conditions.append(o)))
-    try:
-        with torch.no_grad():
-            image, out_rgbs = model(ref["input"], return_rgb=True, randomize_noise=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
-
     # measured: image 5.7e-6, out_rgbs 0, style_code 2.4e-7, conditions 0
-    assert _maxabs(image, ref["out_fixed_noise"]["image"]) <= ATOL
-    assert len(out_rgbs) == len(ref["out_fixed_noise"]["out_rgbs"]) == 5
-    for rgb, expected in zip(out_rgbs, ref["out_fixed_noise"]["out_rgbs"]):
-        assert _maxabs(rgb, expected) <= ATOL
-    assert _maxabs(captured["style_code"], ref["style_code"]) <= ATOL
-    assert len(conditions) == len(ref["conditions"]) == 4
-    for cond, expected in zip(conditions, ref["conditions"]):
-        assert _maxabs(cond, expected) <= ATOL
+    check_gfpgan_fixed_noise(model, ref, ATOL)
 
 
 def test_random_noise_follows_global_generator(small):
@@ -77,7 +51,7 @@ def test_random_noise_follows_global_generator(small):
         b, _ = model(x, return_rgb=False)
     assert rgbs == []
     assert torch.equal(a, b)
-    assert _maxabs(a, fixed) > 1e-3  # the noise strengths are non-zero in the checkpoint
+    assert max_abs_diff(a, fixed) > 1e-3  # the noise strengths are non-zero in the checkpoint
 
 
 def test_decoder_is_the_bilinear_generator_with_sft(small):
@@ -99,7 +73,7 @@ def test_decoder_is_the_bilinear_generator_with_sft(small):
         shifted, _ = decoder([latent], [identity[0], identity[1] + 1], input_is_latent=True, randomize_noise=False)
     assert torch.equal(no_sft, expected)
     assert torch.equal(id_sft, expected)
-    assert _maxabs(shifted, expected) > 1e-3
+    assert max_abs_diff(shifted, expected) > 1e-3
 
 
 def test_generator_keys_equal_fir_generator_and_interpolation_mode_matters():
@@ -116,11 +90,11 @@ def test_generator_keys_equal_fir_generator_and_interpolation_mode_matters():
         image_nearest, _ = nearest([z], randomize_noise=False)
     assert image.shape == (2, 3, 32, 32) and latent.shape == (2, bilinear.num_latent, 16)
     assert torch.isfinite(image).all()
-    assert _maxabs(image, image_nearest) > 1e-4
+    assert max_abs_diff(image, image_nearest) > 1e-4
 
 
 def test_decoder_load_path_and_fix_decoder(tmp_path):
-    pytest.importorskip("faceprior.weights.checkpoint")
+    CheckpointError = pytest.importorskip("faceprior.weights.checkpoint").CheckpointError
     kwargs = dict(num_style_feat=16, channel_multiplier=1, narrow=1 / 32)
     torch.manual_seed(1)
     pretrained = StyleGAN2GeneratorBilinear(32, **kwargs)
@@ -136,3 +110,8 @@ def test_decoder_load_path_and_fix_decoder(tmp_path):
 
     trainable = GFPGANBilinear(32, fix_decoder=False, **kwargs)
     assert all(p.requires_grad for p in trainable.stylegan_decoder.parameters())
+
+    # A checkpoint of another configuration fails with a one-line error naming the file.
+    with pytest.raises(CheckpointError, match="stylegan2_bilinear.pth.*shape mismatches") as error:
+        GFPGANBilinear(32, decoder_load_path=str(path), **{**kwargs, "num_style_feat": 8})
+    assert "\n" not in str(error.value)

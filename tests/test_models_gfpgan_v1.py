@@ -5,42 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator, GFPGANv1, apply_sft
+from faceprior.models.gfpgan_decoder import apply_sft
+from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator, GFPGANv1
 from faceprior.models.stylegan2 import StyleGAN2Generator
 
-from test_models_stylegan2 import ATOL, check_manifest, load_reference, max_abs_diff
+from reference_utils import (check_gfpgan_fixed_noise, check_manifest, check_official_init, load_reference_model,
+                             max_abs_diff)
+
+ATOL = 1e-4  # README: about 6x the largest legitimate fp32 difference (GFPGANv1_small)
 
 
 @pytest.fixture(scope="module")
 def gfpgan_case(reference_dir):
-    kwargs, state_dict, ref = load_reference(reference_dir, "GFPGANv1_small")
-    model = GFPGANv1(**kwargs).eval()
-    model.load_state_dict(state_dict, strict=True)
-    return model, ref
+    return load_reference_model(reference_dir, "GFPGANv1_small", GFPGANv1)
 
 
-@torch.no_grad()
 def test_gfpgan_v1_matches_official(gfpgan_case):
     model, ref = gfpgan_case
-    captured = {"conditions": []}
-    hooks = [model.final_linear.register_forward_hook(lambda m, i, o: captured.__setitem__("style_code", o))]
-    for level in range(2):  # the reference stores the 8 px and 16 px conditions
-        for branch in (model.condition_scale[level], model.condition_shift[level]):
-            hooks.append(branch.register_forward_hook(lambda m, i, o: captured["conditions"].append(o)))
-    try:
-        image, out_rgbs = model(ref["input"], return_rgb=True, randomize_noise=False)
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-    assert max_abs_diff(image, ref["out_fixed_noise"]["image"]) <= ATOL
-    assert len(out_rgbs) == len(ref["out_fixed_noise"]["out_rgbs"]) == 5
-    for ours, theirs in zip(out_rgbs, ref["out_fixed_noise"]["out_rgbs"]):
-        assert max_abs_diff(ours, theirs) <= ATOL
-    assert max_abs_diff(captured["style_code"], ref["style_code"]) <= ATOL
-    assert len(captured["conditions"]) == len(ref["conditions"]) == 4
-    for ours, theirs in zip(captured["conditions"], ref["conditions"]):
-        assert max_abs_diff(ours, theirs) <= ATOL
+    check_gfpgan_fixed_noise(model, ref, ATOL)
 
 
 @torch.no_grad()
@@ -63,10 +45,21 @@ def test_apply_sft_half_and_full():
     assert apply_sft(feat, scale, shift, sft_half=True).flatten().tolist() == [0.0, 1.0, 5.0, 7.0]
     scale4, shift4 = torch.full((1, 4, 1, 1), 2.0), torch.full((1, 4, 1, 1), 1.0)
     assert apply_sft(feat, scale4, shift4, sft_half=False).flatten().tolist() == [1.0, 3.0, 5.0, 7.0]
+    # Batch of 2 with spatial extent: the first half of the channels passes through untouched.
+    feat = torch.arange(2 * 4 * 2 * 2, dtype=torch.float32).view(2, 4, 2, 2)
+    out = apply_sft(feat, torch.full((2, 2, 2, 2), 3.0), torch.full((2, 2, 2, 2), -1.0), sft_half=True)
+    assert torch.equal(out[:, :2], feat[:, :2])
+    assert torch.equal(out[:, 2:], feat[:, 2:] * 3 - 1)
 
 
 def test_gfpgan_v1_full_size_manifest(reference_dir):
     check_manifest(reference_dir, "GFPGANv1", GFPGANv1)
+
+
+def test_official_initialisation(reference_dir):
+    """Built after torch.manual_seed(0), every tensor the pack did not perturb equals the checkpoint."""
+    check_official_init(reference_dir, "GFPGANv1_small", GFPGANv1)
+    check_official_init(reference_dir, "FacialComponentDiscriminator", FacialComponentDiscriminator)
 
 
 # --- decoder_load_path / fix_decoder -------------------------------------------------------------
@@ -122,9 +115,7 @@ def test_gfpgan_v1_decoder_load_path(tmp_path):
 
 @torch.no_grad()
 def test_facial_component_discriminator_matches_official(reference_dir):
-    kwargs, state_dict, ref = load_reference(reference_dir, "FacialComponentDiscriminator")
-    model = FacialComponentDiscriminator(**kwargs).eval()
-    model.load_state_dict(state_dict, strict=True)
+    model, ref = load_reference_model(reference_dir, "FacialComponentDiscriminator", FacialComponentDiscriminator)
 
     out, feats = model(ref["input_80"], return_feats=True)
     assert max_abs_diff(out, ref["out_80"]) <= ATOL

@@ -1,120 +1,121 @@
-"""Original StyleGAN2 generator / discriminator vs the official basicsr outputs in ../shared/reference."""
+"""StyleGAN2 generators (original and clean) and discriminator vs the official outputs in ../shared/reference."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from faceprior.models.stylegan2 import (EqualLinear, StyleGAN2Discriminator, StyleGAN2Generator, minibatch_stddev)
+from faceprior.models.stylegan2 import (EqualLinear, StyleGAN2Discriminator, StyleGAN2Generator, minibatch_stddev,
+                                        modulate_weight)
+from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
+
+from reference_utils import check_manifest, check_official_init, load_reference_model, max_abs_diff
 
 ATOL = 1e-4  # README: about 6x the largest legitimate fp32 difference
+CLEAN_ATOL = 2e-5  # README: enough for the clean configs (official fp32 vs fp64 differ by ~4e-6)
 
 
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return (a - b).abs().max().item()
+# --- generators ---------------------------------------------------------------------------------
+# StyleGAN2GeneratorClean subclasses StyleGAN2Generator (other layers, same structure, latents,
+# noise and synthesis), so the same checks run on both small configs, each with its tolerance.
+
+GENERATOR_CONFIGS = {
+    "StyleGAN2Generator_small": (StyleGAN2Generator, ATOL),
+    "StyleGAN2GeneratorClean_small": (StyleGAN2GeneratorClean, CLEAN_ATOL),
+}
 
 
-def _kwargs(stored: dict) -> dict:
-    """Constructor kwargs as stored in JSON (lists back to tuples)."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
-
-
-def load_reference(reference_dir: Path, name: str):
-    """(kwargs, state_dict, reference tensors) of one small config of the pack."""
-    config = json.loads((reference_dir / "index.json").read_text())["configs"][name]
-    ckpt = torch.load(reference_dir / config["ckpt"], map_location="cpu", weights_only=True)
-    ref = torch.load(reference_dir / config["ref"], map_location="cpu", weights_only=True)
-    return _kwargs(config["kwargs"]), ckpt[config["ckpt_key"]], ref
-
-
-def manifest_entries(model: torch.nn.Module) -> list:
-    """``[key, shape, dtype, 'param' | 'buffer']`` per state-dict entry, like the pack manifests."""
-    param_names = {name for name, _ in model.named_parameters()}
-    return [[key, list(t.shape), str(t.dtype).replace("torch.", ""), "param" if key in param_names else "buffer"]
-            for key, t in model.state_dict().items()]
-
-
-def check_manifest(reference_dir: Path, name: str, model_cls) -> None:
-    manifest = json.loads((reference_dir / "manifests" / f"{name}.json").read_text())
-    kwargs = _kwargs(manifest["kwargs"])
-    with torch.device("meta"):  # shapes only, no memory or random init cost
-        model = model_cls(**kwargs)
-    assert manifest_entries(model) == manifest["entries"]
-    assert sum(p.numel() for p in model.parameters()) == manifest["num_params"]
-
-
-# --- generator ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def generator_case(reference_dir):
-    kwargs, state_dict, ref = load_reference(reference_dir, "StyleGAN2Generator_small")
-    model = StyleGAN2Generator(**kwargs).eval()
-    model.load_state_dict(state_dict, strict=True)
-    return model, ref
+@pytest.fixture(scope="module", params=list(GENERATOR_CONFIGS))
+def generator_case(request, reference_dir):
+    """(model with the official small checkpoint, reference tensors, tolerance)."""
+    model_class, atol = GENERATOR_CONFIGS[request.param]
+    model, ref = load_reference_model(reference_dir, request.param, model_class)
+    return model, ref, atol
 
 
 @torch.no_grad()
 def test_generator_style_mlp_and_mean_latent(generator_case):
-    model, ref = generator_case
-    assert max_abs_diff(model.get_latent(ref["z"]), ref["w"]) <= ATOL
+    model, ref, atol = generator_case
+    assert max_abs_diff(model.get_latent(ref["z"]), ref["w"]) <= atol
     torch.manual_seed(777)
-    assert max_abs_diff(model.mean_latent(4096), ref["mean_latent"]) <= ATOL
+    assert max_abs_diff(model.mean_latent(4096), ref["mean_latent"]) <= atol
 
 
 @torch.no_grad()
 def test_generator_fixed_noise(generator_case):
-    model, ref = generator_case
+    model, ref, atol = generator_case
     image, latent = model([ref["z"]], randomize_noise=False, return_latents=True)
-    assert max_abs_diff(image, ref["out_fixed_noise"]["image"]) <= ATOL
-    assert max_abs_diff(latent, ref["out_fixed_noise"]["latent"]) <= ATOL
-    # Feeding w directly, or the stored noise explicitly, gives the same image.
+    assert max_abs_diff(image, ref["out_fixed_noise"]["image"]) <= atol
+    assert max_abs_diff(latent, ref["out_fixed_noise"]["latent"]) <= atol
+    assert latent.shape == (2, model.num_latent, 64)
+    # Feeding w directly, or the stored noise explicitly, gives the same image; no latents unless asked.
     image_w, none = model([ref["w"]], input_is_latent=True, randomize_noise=False)
     assert none is None
-    assert max_abs_diff(image_w, ref["out_fixed_noise"]["image"]) <= ATOL
+    assert max_abs_diff(image_w, ref["out_fixed_noise"]["image"]) <= atol
+    image_w, _ = model([model.get_latent(ref["z"])], input_is_latent=True, randomize_noise=False)
+    assert torch.equal(image_w, image)
     image_n, _ = model([ref["z"]], noise=model.stored_noise())
     assert torch.equal(image_n, image)
 
 
 @torch.no_grad()
 def test_generator_truncation_and_mixing(generator_case):
-    model, ref = generator_case
+    model, ref, atol = generator_case
     image, latent = model([ref["z"]], randomize_noise=False, truncation=0.7, truncation_latent=ref["mean_latent"],
                           return_latents=True)
-    assert max_abs_diff(image, ref["out_truncation"]["image"]) <= ATOL
-    assert max_abs_diff(latent, ref["out_truncation"]["latent"]) <= ATOL
+    assert max_abs_diff(image, ref["out_truncation"]["image"]) <= atol
+    assert max_abs_diff(latent, ref["out_truncation"]["latent"]) <= atol
 
     image, latent = model([ref["z"], ref["z2"]], randomize_noise=False, inject_index=4, return_latents=True)
-    assert max_abs_diff(image, ref["out_mixing"]["image"]) <= ATOL
-    assert max_abs_diff(latent, ref["out_mixing"]["latent"]) <= ATOL
+    assert max_abs_diff(image, ref["out_mixing"]["image"]) <= atol
+    assert max_abs_diff(latent, ref["out_mixing"]["latent"]) <= atol
 
 
 @torch.no_grad()
 def test_generator_random_noise_follows_official_draw_order(generator_case):
-    model, ref = generator_case
+    model, ref, atol = generator_case
     torch.manual_seed(4321)
     image, _ = model([ref["z"]])
-    assert max_abs_diff(image, ref["out_random_noise"]["image"]) <= ATOL
+    assert max_abs_diff(image, ref["out_random_noise"]["image"]) <= atol
     # The noise really matters (the README measures a change of about 1.9 without it).
     assert max_abs_diff(image, ref["out_fixed_noise"]["image"]) > 0.1
 
 
-def test_generator_sizes_and_noise_shapes():
-    model = StyleGAN2Generator(out_size=32, num_style_feat=16, num_mlp=2, channel_multiplier=1, narrow=1 / 32)
+@pytest.mark.parametrize("model_class", [StyleGAN2Generator, StyleGAN2GeneratorClean])
+def test_generator_sizes_and_noise_shapes(model_class):
+    model = model_class(out_size=32, num_style_feat=16, num_mlp=2, channel_multiplier=1, narrow=1 / 32)
     assert (model.num_layers, model.num_latent) == (7, 8)
     stored = [tuple(n.shape) for n in model.stored_noise()]
     assert stored == [(1, 1, 4, 4), (1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 16, 16), (1, 1, 16, 16), (1, 1, 32, 32),
                       (1, 1, 32, 32)]
     assert [tuple(n.shape) for n in model.make_noise()] == stored
+    assert [name for name, _ in model.noises.named_buffers()] == [f"noise{i}" for i in range(7)]
     with torch.no_grad():
         image, latent = model([torch.randn(3, 16)], return_latents=True)
     assert image.shape == (3, 3, 32, 32) and latent.shape == (3, 8, 16)
+    with pytest.raises(ValueError, match="1 or 2"):
+        model([torch.randn(3, 16)] * 3)
     with pytest.raises(ValueError, match="power of two"):
-        StyleGAN2Generator(out_size=48)
+        model_class(out_size=48)
+    with pytest.raises(ValueError, match="power of two"):
+        model_class(100, num_style_feat=8, narrow=1 / 64)
+
+
+def test_official_initialisation(reference_dir):
+    """Built after torch.manual_seed(0), every tensor the pack did not perturb equals the checkpoint."""
+    check_official_init(reference_dir, "StyleGAN2Generator_small", StyleGAN2Generator)
+    check_official_init(reference_dir, "StyleGAN2GeneratorClean_small", StyleGAN2GeneratorClean)
+    check_official_init(reference_dir, "StyleGAN2Discriminator_small", StyleGAN2Discriminator)
+
+
+def test_modulate_weight_hand_computed():
+    weight = torch.tensor([3.0, 4.0]).view(1, 1, 2, 1, 1)  # Cout = 1, Cin = 2, k = 1
+    scales = torch.tensor([[1.0, 1.0], [2.0, 0.0]])  # B = 2
+    modulated = modulate_weight(weight, scales, demodulate=False)
+    assert modulated.shape == (2, 1, 2, 1, 1)
+    assert modulated.flatten().tolist() == [3.0, 4.0, 6.0, 0.0]
+    demodulated = modulate_weight(weight, scales, demodulate=True, eps=0.0)  # unit L2 norm per output channel
+    assert torch.allclose(demodulated.flatten(), torch.tensor([0.6, 0.8, 1.0, 0.0]))
 
 
 def test_equal_linear_fused_lrelu_hand_computed():
@@ -133,10 +134,7 @@ def test_equal_linear_fused_lrelu_hand_computed():
 
 @pytest.fixture(scope="module")
 def discriminator_case(reference_dir):
-    kwargs, state_dict, ref = load_reference(reference_dir, "StyleGAN2Discriminator_small")
-    model = StyleGAN2Discriminator(**kwargs).eval()
-    model.load_state_dict(state_dict, strict=True)
-    return model, ref
+    return load_reference_model(reference_dir, "StyleGAN2Discriminator_small", StyleGAN2Discriminator)
 
 
 @torch.no_grad()

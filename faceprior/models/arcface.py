@@ -45,7 +45,7 @@ class SEBlock(nn.Module):
         return x * gate
 
 
-def _no_se(block_name: str, use_se: bool) -> None:
+def _check_no_se(block_name: str, use_se: bool) -> None:
     if use_se:
         raise ValueError(f"{block_name} has no squeeze-and-excitation variant; use IRBlock or use_se=False")
 
@@ -58,7 +58,7 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: int = 1,
                  downsample: Optional[nn.Module] = None, use_se: bool = False):
         super().__init__()
-        _no_se("BasicBlock", use_se)
+        _check_no_se("BasicBlock", use_se)
         self.conv1 = conv3x3(in_channels, channels, stride)
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
@@ -115,7 +115,7 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: int = 1,
                  downsample: Optional[nn.Module] = None, use_se: bool = False):
         super().__init__()
-        _no_se("Bottleneck", use_se)
+        _check_no_se("Bottleneck", use_se)
         self.conv1 = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, stride=stride, padding=1, bias=False)

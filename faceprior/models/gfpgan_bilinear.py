@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from typing import Optional
 
-from faceprior.models.gfpgan_v1 import GFPGANv1, StyleGAN2GeneratorSFT
-from faceprior.models.stylegan2 import stylegan2_channels
+from faceprior.models.gfpgan_decoder import SFTDecoderMixin
+from faceprior.models.gfpgan_v1 import GFPGANv1
+from faceprior.models.stylegan2 import StyleGAN2Generator
 from faceprior.models.stylegan2_bilinear import ResBlock, StyleGAN2GeneratorBilinear
 
 __all__ = ["StyleGAN2GeneratorBilinearSFT", "GFPGANBilinear"]
 
 
-class StyleGAN2GeneratorBilinearSFT(StyleGAN2GeneratorBilinear):
+class StyleGAN2GeneratorBilinearSFT(SFTDecoderMixin, StyleGAN2GeneratorBilinear):
     """``StyleGAN2GeneratorBilinear`` whose features are modulated by SFT conditions.
 
-    ``forward(styles, conditions, ...)`` is that of :class:`faceprior.models.gfpgan_v1.StyleGAN2GeneratorSFT`:
-    ``conditions = [scale_8, shift_8, scale_16, shift_16, ...]``, each [B, C_sft, r, r], applied as
-    ``feat * scale + shift`` after the upsampling StyleConv of each level (on the second half of the
-    channels when ``sft_half``). Same state dict as ``StyleGAN2GeneratorBilinear``.
+    ``forward(styles, conditions, ...)``: see :meth:`faceprior.models.gfpgan_decoder.SFTDecoderMixin.forward`
+    (``conditions = [scale_8, shift_8, scale_16, shift_16, ...]``). Same state dict as
+    ``StyleGAN2GeneratorBilinear``.
 
     Args: those of ``StyleGAN2GeneratorBilinear`` (always bilinear), plus ``sft_half``.
     """
@@ -40,9 +40,6 @@ class StyleGAN2GeneratorBilinearSFT(StyleGAN2GeneratorBilinear):
                          channel_multiplier=channel_multiplier, lr_mlp=lr_mlp, narrow=narrow)
         self.sft_half = sft_half
 
-    # The SFT synthesis only calls the generator's own layers, so it is shared with the FIR version.
-    forward = StyleGAN2GeneratorSFT.forward
-
 
 class GFPGANBilinear(GFPGANv1):
     """GFP-GAN generator, bilinear version: U-Net + bilinear StyleGAN2 decoder with CS-SFT.
@@ -52,12 +49,12 @@ class GFPGANBilinear(GFPGANv1):
     The defaults below are the official constructor's.
 
     Args:
-        out_size: input and output resolution, a power of two.
+        out_size: input and output resolution, a power of two in 8 .. 1024.
         num_style_feat: size of w.
         channel_multiplier: decoder width at 64 px and above (the U-Net uses half the channels).
         decoder_load_path: optional ``StyleGAN2GeneratorBilinear`` checkpoint loaded (strictly) into
-            ``stylegan_decoder`` (``params_ema`` preferred), via
-            :func:`faceprior.weights.checkpoint.read_state_dict`.
+            ``stylegan_decoder`` (``params_ema`` preferred), with
+            :func:`faceprior.models.gfpgan_decoder.load_decoder_checkpoint`.
         fix_decoder: freeze the decoder parameters (``requires_grad=False``).
         num_mlp, lr_mlp: style MLP of the decoder (unused in forward when ``input_is_latent``).
         input_is_latent: the style code is w (the decoder's style MLP is skipped).
@@ -67,7 +64,7 @@ class GFPGANBilinear(GFPGANv1):
 
     ``forward(x, return_latents=False, return_rgb=True, randomize_noise=True, **kwargs)``:
     x [B, 3, S, S] in [-1, 1] -> (image [B, 3, S, S], out_rgbs [[B, 3, r, r] for r = 8 .. S] or []);
-    see :meth:`GFPGANv1.forward`.
+    see :meth:`GFPGANv1.forward`. (The inherited ``resample_kernel`` attribute is unused.)
     """
 
     def __init__(self, out_size: int, num_style_feat: int = 512, channel_multiplier: float = 1,
@@ -75,22 +72,17 @@ class GFPGANBilinear(GFPGANv1):
                  lr_mlp: float = 0.01, input_is_latent: bool = False, different_w: bool = False, narrow: float = 1,
                  sft_half: bool = False):
         super().__init__(out_size, num_style_feat=num_style_feat, channel_multiplier=channel_multiplier,
-                         decoder_load_path=None, fix_decoder=False, num_mlp=num_mlp, lr_mlp=lr_mlp,
-                         input_is_latent=input_is_latent, different_w=different_w, narrow=narrow,
+                         decoder_load_path=decoder_load_path, fix_decoder=fix_decoder, num_mlp=num_mlp,
+                         lr_mlp=lr_mlp, input_is_latent=input_is_latent, different_w=different_w, narrow=narrow,
                          sft_half=sft_half)
-        # Swap GFPGANv1's FIR-resampling parts for bilinear ones with the same parameters; assigning
-        # to an existing name or list index keeps the state-dict order.
-        unet_channels = stylegan2_channels(channel_multiplier, narrow * 0.5)
-        for i in range(len(self.conv_body_down)):
-            in_res, out_res = out_size // 2**i, out_size // 2 ** (i + 1)
-            self.conv_body_down[i] = ResBlock(unet_channels[f"{in_res}"], unet_channels[f"{out_res}"])
-        self.stylegan_decoder = StyleGAN2GeneratorBilinearSFT(
-            out_size=out_size, num_style_feat=num_style_feat, num_mlp=num_mlp, channel_multiplier=channel_multiplier,
-            lr_mlp=lr_mlp, narrow=narrow, sft_half=sft_half)
-        if decoder_load_path:
-            from faceprior.weights.checkpoint import read_state_dict
 
-            self.stylegan_decoder.load_state_dict(read_state_dict(decoder_load_path))
-        if fix_decoder:
-            for param in self.stylegan_decoder.parameters():
-                param.requires_grad = False
+    def _make_down_block(self, in_channels: int, out_channels: int) -> ResBlock:
+        """U-Net encoder block, [B, Cin, H, W] -> [B, Cout, H/2, W/2]: bilinear x0.5 ``ResBlock``."""
+        return ResBlock(in_channels, out_channels)
+
+    def _make_decoder(self, out_size: int, num_style_feat: int, num_mlp: int, channel_multiplier: float,
+                      lr_mlp: float, narrow: float, sft_half: bool) -> StyleGAN2Generator:
+        """The SFT-conditioned decoder: a ``StyleGAN2GeneratorBilinearSFT``."""
+        return StyleGAN2GeneratorBilinearSFT(out_size=out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
+                                             channel_multiplier=channel_multiplier, lr_mlp=lr_mlp, narrow=narrow,
+                                             sft_half=sft_half)

@@ -13,7 +13,8 @@ generative facial prior:
    features into SFT parameters.
 4. The **StyleGAN2 decoder** (:class:`StyleGAN2GeneratorCSFT`) synthesises the face from W. After
    the upsampling StyleConv of each level it applies the channel-split spatial feature transform
-   (CS-SFT): ``feat * scale + shift`` on the second half of the channels (``sft_half``) or on all.
+   (CS-SFT): ``feat * scale + shift`` on the second half of the channels (``sft_half``) or on all
+   (see :mod:`faceprior.models.gfpgan_decoder`, shared with the other GFP-GAN variants).
 
 The decoder is :class:`faceprior.models.stylegan2_clean.StyleGAN2GeneratorClean` (bilinear
 resampling, no custom CUDA ops). Parameter names, their order, and the random initialisation
@@ -23,43 +24,30 @@ order equal the official ones, so the released ``{'params_ema': ...}`` checkpoin
 
 from __future__ import annotations
 
-import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+# load_decoder_checkpoint and channel_split_sft (= apply_sft) were first defined here; they stay
+# importable from this module.
+from faceprior.models.gfpgan_decoder import (SFTDecoderMixin, apply_sft, load_and_fix_decoder,
+                                             load_decoder_checkpoint)
 from faceprior.models.stylegan2 import log2_out_size, stylegan2_channels
 from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
 
 __all__ = ["channel_split_sft", "StyleGAN2GeneratorCSFT", "ResBlock", "load_decoder_checkpoint", "GFPGANv1Clean"]
 
-
-def channel_split_sft(feat: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                      sft_half: bool) -> torch.Tensor:
-    """Channel-split spatial feature transform.
-
-    Args:
-        feat: decoder features [B, C, H, W].
-        scale, shift: [B, C/2, H, W] when ``sft_half``, else [B, C, H, W].
-        sft_half: keep the first C/2 channels unchanged (identity, for realness) and modulate
-            only the second half (for fidelity); otherwise modulate all channels.
-    Returns:
-        [B, C, H, W]: ``feat * scale + shift`` on the modulated channels.
-    """
-    if not sft_half:
-        return feat * scale + shift
-    half = feat.shape[1] // 2
-    identity, modulated = feat[:, :half], feat[:, half:]
-    return torch.cat([identity, modulated * scale + shift], dim=1)
+channel_split_sft = apply_sft
 
 
-class StyleGAN2GeneratorCSFT(StyleGAN2GeneratorClean):
+class StyleGAN2GeneratorCSFT(SFTDecoderMixin, StyleGAN2GeneratorClean):
     """The clean StyleGAN2 generator with CS-SFT after the upsampling conv of each level.
 
-    Same parameters (and checkpoint keys) as :class:`StyleGAN2GeneratorClean`; ``sft_half``
-    selects half-channel or full-channel SFT (see :func:`channel_split_sft`).
+    ``forward(styles, conditions, ...)``: see :meth:`faceprior.models.gfpgan_decoder.SFTDecoderMixin.forward`
+    (``conditions = [scale_8, shift_8, scale_16, shift_16, ...]``). Same parameters (and checkpoint
+    keys) as :class:`StyleGAN2GeneratorClean`; ``sft_half`` selects half-channel or full-channel SFT.
     """
 
     def __init__(self, out_size: int, num_style_feat: int = 512, num_mlp: int = 8,
@@ -67,33 +55,6 @@ class StyleGAN2GeneratorCSFT(StyleGAN2GeneratorClean):
         super().__init__(out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
                          channel_multiplier=channel_multiplier, narrow=narrow)
         self.sft_half = sft_half
-
-    def forward(self, styles: Sequence[torch.Tensor], conditions: Sequence[torch.Tensor],
-                input_is_latent: bool = False, noise: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                randomize_noise: bool = True, truncation: float = 1,
-                truncation_latent: Optional[torch.Tensor] = None, inject_index: Optional[int] = None,
-                return_latents: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Generate images under spatial conditions.
-
-        Args:
-            conditions: ``[scale_8, shift_8, scale_16, shift_16, ...]``, a (scale, shift) pair per
-                level starting at 8 px, each [B, C_sft, r, r]. Levels without a pair are left
-                unmodulated.
-            Other arguments: as :meth:`StyleGAN2GeneratorClean.forward`.
-        Returns:
-            (image [B, 3, out_size, out_size], latent [B, num_latent, F] or None).
-        """
-        latent = self.styles_to_latent(styles, input_is_latent, truncation, truncation_latent, inject_index)
-        if noise is None:
-            noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
-
-        def cs_sft(feat: torch.Tensor, level: int) -> torch.Tensor:
-            if 2 * level + 1 >= len(conditions):
-                return feat
-            return channel_split_sft(feat, conditions[2 * level], conditions[2 * level + 1], self.sft_half)
-
-        image = self.synthesize(latent, noise, transform=cs_sft)
-        return image, (latent if return_latents else None)
 
 
 class ResBlock(nn.Module):
@@ -120,29 +81,6 @@ class ResBlock(nn.Module):
         out = F.leaky_relu(self.conv2(out), negative_slope=0.2)
         x = F.interpolate(x, scale_factor=self.scale_factor, mode="bilinear", align_corners=False)
         return out + self.skip(x)
-
-
-def load_decoder_checkpoint(decoder: nn.Module, path: str | os.PathLike) -> None:
-    """Load a StyleGAN2GeneratorClean checkpoint (``params_ema`` > ``params`` > bare) strictly.
-
-    Raises :class:`faceprior.weights.checkpoint.CheckpointError` (one line) when the file cannot
-    be read or its keys / shapes do not fit ``decoder``.
-    """
-    from faceprior.weights.checkpoint import CheckpointError, read_state_dict
-
-    state_dict = read_state_dict(path)
-    expected = decoder.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [f"{k} {list(state_dict[k].shape)} != {list(v.shape)}"
-                   for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-    problems = [f"{len(found)} {what} (first: {found[0]})" for what, found in
-                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong_shape))
-                if found]
-    if problems:
-        raise CheckpointError(path, f"does not fit the StyleGAN2 decoder ({type(decoder).__name__}): "
-                                    + "; ".join(problems))
-    decoder.load_state_dict(state_dict, strict=True)
 
 
 def _sft_condition_branch(channels: int, out_channels: int) -> nn.Sequential:
@@ -214,11 +152,7 @@ class GFPGANv1Clean(nn.Module):
         self.stylegan_decoder = StyleGAN2GeneratorCSFT(
             out_size=out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
             channel_multiplier=channel_multiplier, narrow=narrow, sft_half=sft_half)
-        if decoder_load_path:
-            load_decoder_checkpoint(self.stylegan_decoder, decoder_load_path)
-        if fix_decoder:
-            for param in self.stylegan_decoder.parameters():
-                param.requires_grad = False
+        load_and_fix_decoder(self.stylegan_decoder, decoder_load_path, fix_decoder)
 
         # SFT condition branches, one (scale, shift) pair per decoder level. The SFT modulates
         # half of the decoder channels (= the U-Net width) or all of them (twice the U-Net width).

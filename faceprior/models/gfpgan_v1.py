@@ -12,9 +12,12 @@ GFPGANv1 = a U-Net degradation-removal network + the original StyleGAN2 decoder 
    ``condition_shift``) and an intermediate RGB image (``toRGB``, for the pyramid loss).
 4. ``stylegan_decoder`` (``StyleGAN2GeneratorSFT``) synthesizes the face, applying
    ``feat * scale + shift`` after the upsampling StyleConv of each level (to the second half of the
-   channels when ``sft_half``).
+   channels when ``sft_half``); see :mod:`faceprior.models.gfpgan_decoder`.
 
-Module and parameter names follow the official code so that ``GFPGANv1.pth`` loads strictly.
+Module and parameter names follow the official code so that ``GFPGANv1.pth`` loads strictly, and
+building a model right after ``torch.manual_seed(s)`` draws the official initial weights.
+``GFPGANBilinear`` (:mod:`faceprior.models.gfpgan_bilinear`) subclasses ``GFPGANv1`` and overrides
+its two factory methods ``_make_down_block`` and ``_make_decoder``.
 Images are RGB in [-1, 1], ``[B, 3, out_size, out_size]``.
 """
 
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceprior.models.gfpgan_clean import load_decoder_checkpoint
+from faceprior.models.gfpgan_decoder import SFTDecoderMixin, apply_sft, load_and_fix_decoder
 from faceprior.models.ops import FusedLeakyReLU
 from faceprior.models.stylegan2 import (DEFAULT_RESAMPLE_KERNEL, ConvLayer, EqualConv2d, EqualLinear, ResBlock,
                                         ScaledLeakyReLU, StyleGAN2Generator, log2_out_size, stylegan2_channels)
@@ -42,25 +45,12 @@ __all__ = [
 ]
 
 
-def apply_sft(feat: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sft_half: bool) -> torch.Tensor:
-    """Spatial feature transform ``feat * scale + shift``.
-
-    With ``sft_half`` (CS-SFT) only the second half of the channels is modulated and the first half
-    passes through unchanged: feat [B, C, H, W], scale/shift [B, C/2, H, W]. Otherwise scale/shift
-    are [B, C, H, W]. Returns [B, C, H, W].
-    """
-    if sft_half:
-        feat_same, feat_sft = torch.split(feat, feat.size(1) // 2, dim=1)
-        return torch.cat([feat_same, feat_sft * scale + shift], dim=1)
-    return feat * scale + shift
-
-
-class StyleGAN2GeneratorSFT(StyleGAN2Generator):
+class StyleGAN2GeneratorSFT(SFTDecoderMixin, StyleGAN2Generator):
     """``StyleGAN2Generator`` whose features are modulated by SFT conditions.
 
-    ``conditions`` is ``[scale_8, shift_8, scale_16, shift_16, ...]``, each [B, C_sft, r, r]; the
-    pair of level k (r = 2 ** (k + 3)) is applied after that level's upsampling StyleConv. A shorter
-    list leaves the deeper levels unmodulated. Same state dict as ``StyleGAN2Generator``.
+    ``forward(styles, conditions, ...)``: see :meth:`faceprior.models.gfpgan_decoder.SFTDecoderMixin.forward`
+    (``conditions = [scale_8, shift_8, scale_16, shift_16, ...]``). Same state dict as
+    ``StyleGAN2Generator``.
 
     Args: those of ``StyleGAN2Generator``, plus ``sft_half`` (CS-SFT on half of the channels).
     """
@@ -72,24 +62,6 @@ class StyleGAN2GeneratorSFT(StyleGAN2Generator):
                          channel_multiplier=channel_multiplier, resample_kernel=resample_kernel, lr_mlp=lr_mlp,
                          narrow=narrow)
         self.sft_half = sft_half
-
-    def forward(self, styles: Sequence[torch.Tensor], conditions: Sequence[torch.Tensor],
-                input_is_latent: bool = False, noise: Optional[Sequence[Optional[torch.Tensor]]] = None,
-                randomize_noise: bool = True, truncation: float = 1, truncation_latent: Optional[torch.Tensor] = None,
-                inject_index: Optional[int] = None,
-                return_latents: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """As ``StyleGAN2Generator.forward``, with the SFT ``conditions`` list described above."""
-        latent = self.styles_to_latent(styles, input_is_latent, truncation, truncation_latent, inject_index)
-        if noise is None:
-            noise = [None] * self.num_layers if randomize_noise else self.stored_noise()
-
-        def sft_hook(feat: torch.Tensor, level: int) -> torch.Tensor:
-            if 2 * level + 1 < len(conditions):
-                return apply_sft(feat, conditions[2 * level], conditions[2 * level + 1], self.sft_half)
-            return feat
-
-        image = self.synthesize(latent, noise, feature_hook=sft_hook)
-        return image, (latent if return_latents else None)
 
 
 class ConvUpLayer(EqualConv2d):
@@ -155,6 +127,9 @@ class GFPGANv1(nn.Module):
         different_w: predict one w per decoder layer.
         narrow: scales every channel count.
         sft_half: apply SFT to half of the decoder channels (CS-SFT).
+
+    Subclasses with other resampling (``GFPGANBilinear``) override the factories
+    ``_make_down_block`` (U-Net encoder block) and ``_make_decoder`` (``stylegan_decoder``).
     """
 
     def __init__(self, out_size: int, num_style_feat: int = 512, channel_multiplier: float = 1,
@@ -162,23 +137,26 @@ class GFPGANv1(nn.Module):
                  fix_decoder: bool = True, num_mlp: int = 8, lr_mlp: float = 0.01, input_is_latent: bool = False,
                  different_w: bool = False, narrow: float = 1, sft_half: bool = False):
         super().__init__()
+        self.resample_kernel = tuple(resample_kernel)  # read by the FIR factories below
         self.log_size = log2_out_size(out_size, 8)
         self.input_is_latent = input_is_latent
         self.different_w = different_w
         self.num_style_feat = num_style_feat
         channels = stylegan2_channels(channel_multiplier, narrow * 0.5)  # the U-Net is half as wide
 
-        # Encoder: out_size -> 4 px.
+        # The statements below follow the official order: it fixes both the state-dict order and
+        # the order of the random init draws.
+        # U-Net encoder: out_size -> 4 px.
         self.conv_body_first = ConvLayer(3, channels[f"{out_size}"], 1, bias=True, activate=True)
         in_channels = channels[f"{out_size}"]
         self.conv_body_down = nn.ModuleList()
         for log_res in range(self.log_size, 2, -1):
             out_channels = channels[f"{2 ** (log_res - 1)}"]
-            self.conv_body_down.append(ResBlock(in_channels, out_channels, resample_kernel))
+            self.conv_body_down.append(self._make_down_block(in_channels, out_channels))
             in_channels = out_channels
         self.final_conv = ConvLayer(in_channels, channels["4"], 3, bias=True, activate=True)
 
-        # Decoder: 4 px -> out_size.
+        # U-Net decoder: 4 px -> out_size, with an intermediate RGB image per level.
         in_channels = channels["4"]
         self.conv_body_up = nn.ModuleList()
         for log_res in range(3, self.log_size + 1):
@@ -194,17 +172,15 @@ class GFPGANv1(nn.Module):
         self.final_linear = EqualLinear(channels["4"] * 4 * 4, linear_out_channel, bias=True, bias_init_val=0,
                                         lr_mul=1, activation=None)
 
-        self.stylegan_decoder = StyleGAN2GeneratorSFT(out_size=out_size, num_style_feat=num_style_feat,
-                                                      num_mlp=num_mlp, channel_multiplier=channel_multiplier,
-                                                      resample_kernel=resample_kernel, lr_mlp=lr_mlp, narrow=narrow,
-                                                      sft_half=sft_half)
-        if decoder_load_path:  # strict; one-line CheckpointError naming the file on any mismatch
-            load_decoder_checkpoint(self.stylegan_decoder, decoder_load_path)
-        if fix_decoder:
-            for param in self.stylegan_decoder.parameters():
-                param.requires_grad = False
+        self.stylegan_decoder = self._make_decoder(out_size=out_size, num_style_feat=num_style_feat,
+                                                   num_mlp=num_mlp, channel_multiplier=channel_multiplier,
+                                                   lr_mlp=lr_mlp, narrow=narrow, sft_half=sft_half)
+        # Loading is strict: a one-line CheckpointError naming the file on any mismatch.
+        load_and_fix_decoder(self.stylegan_decoder, decoder_load_path, fix_decoder)
 
-        # SFT condition networks, one scale and one shift branch per level.
+        # SFT condition networks, one scale and one shift branch per level: U-Net features
+        # [B, C, r, r] -> [B, C_sft, r, r]. The StyleGAN2 decoder is twice as wide (2C), so C_sft = C
+        # modulates half of its channels (sft_half) and 2C all of them.
         self.condition_scale = nn.ModuleList()
         self.condition_shift = nn.ModuleList()
         for log_res in range(3, self.log_size + 1):
@@ -212,6 +188,19 @@ class GFPGANv1(nn.Module):
             sft_out_channels = out_channels if sft_half else out_channels * 2
             self.condition_scale.append(self._condition_branch(out_channels, sft_out_channels, final_bias=1))
             self.condition_shift.append(self._condition_branch(out_channels, sft_out_channels, final_bias=0))
+
+    # -- factories (overridden by GFPGANBilinear) ------------------------------------------------
+
+    def _make_down_block(self, in_channels: int, out_channels: int) -> nn.Module:
+        """U-Net encoder block, [B, Cin, H, W] -> [B, Cout, H/2, W/2]: a FIR-downsampling ``ResBlock``."""
+        return ResBlock(in_channels, out_channels, self.resample_kernel)
+
+    def _make_decoder(self, out_size: int, num_style_feat: int, num_mlp: int, channel_multiplier: float,
+                      lr_mlp: float, narrow: float, sft_half: bool) -> StyleGAN2Generator:
+        """The SFT-conditioned StyleGAN2 decoder: a ``StyleGAN2GeneratorSFT``."""
+        return StyleGAN2GeneratorSFT(out_size=out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
+                                     channel_multiplier=channel_multiplier, resample_kernel=self.resample_kernel,
+                                     lr_mlp=lr_mlp, narrow=narrow, sft_half=sft_half)
 
     @staticmethod
     def _condition_branch(channels: int, out_channels: int, final_bias: float) -> nn.Sequential:

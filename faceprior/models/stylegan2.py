@@ -3,7 +3,13 @@
 This is the StyleGAN2 variant used by the GFP-GAN paper model (``GFPGANv1``): equalized learning
 rate layers, modulated convolutions that upsample with a transposed convolution followed by a FIR
 blur, and fused leaky ReLUs with a learned bias. Module and parameter names follow basicsr exactly,
-so that official checkpoints load with ``load_state_dict(..., strict=True)``.
+so that official checkpoints load with ``load_state_dict(..., strict=True)``, and building a model
+right after ``torch.manual_seed(s)`` draws the official initial weights.
+
+``StyleGAN2Generator`` is also the base of the two other generators of the family, which differ
+only in their layers: :mod:`faceprior.models.stylegan2_clean` (plain PyTorch layers, bilinear
+resampling; GFP-GAN v1.3 / v1.4) and :mod:`faceprior.models.stylegan2_bilinear` (these layers, with
+interpolation instead of FIR resampling).
 
 Reading order:
 
@@ -11,12 +17,15 @@ Reading order:
    ``EqualConv2d``, ``ScaledLeakyReLU``, ``ConstantInput``.
 2. FIR resampling modules: ``FIRUpsample`` (upsample x2 + blur) and ``FIRBlur`` (the blur placed
    before a strided conv or after a transposed conv).
-3. The generator: ``ModulatedConv2d`` -> ``StyleConv`` (+ ``inject_noise``) / ``ToRGB`` ->
-   ``StyleGAN2Generator``.
+3. The generator: ``modulate_weight`` -> ``ModulatedConv2d`` -> ``StyleConv`` (+ ``inject_noise``)
+   / ``ToRGB`` -> ``StyleGAN2Generator``.
 4. The discriminator: ``ConvLayer`` -> ``ResBlock`` -> ``minibatch_stddev`` ->
    ``StyleGAN2Discriminator``.
 
-Feature maps are ``[B, C, H, W]``; images are RGB, nominally in [-1, 1].
+Helpers used by every StyleGAN2 / GFP-GAN model: ``stylegan2_channels`` (channels per resolution)
+and ``log2_out_size`` (checks an output size).
+
+Feature maps are ``[B, C, H, W]``; images are RGB, nominally in [-1, 1]; F is ``num_style_feat``.
 """
 
 from __future__ import annotations
@@ -41,10 +50,12 @@ __all__ = [
     "ConstantInput",
     "FIRUpsample",
     "FIRBlur",
+    "modulate_weight",
     "ModulatedConv2d",
     "inject_noise",
     "StyleConv",
     "ToRGB",
+    "FeatureHook",
     "StyleGAN2Generator",
     "ConvLayer",
     "ResBlock",
@@ -52,6 +63,8 @@ __all__ = [
     "StyleGAN2Discriminator",
 ]
 
+# 1-D taps of the FIR low-pass filter used around every 2x resampling (made 2-D and normalised
+# by ``make_fir_kernel``).
 DEFAULT_RESAMPLE_KERNEL = (1, 3, 3, 1)
 
 
@@ -253,20 +266,38 @@ class FIRBlur(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class ModulatedConv2d(nn.Module):
-    """StyleGAN2 modulated convolution (no bias).
+def modulate_weight(weight: torch.Tensor, scales: torch.Tensor, demodulate: bool, eps: float = 1e-8) -> torch.Tensor:
+    """Per-sample weights of a StyleGAN2 modulated convolution.
 
-    For each sample, the weight is scaled per input channel by ``s = modulation(style)`` and, if
-    ``demodulate``, renormalised per output channel to unit L2 norm. The per-sample weights are
-    applied with one grouped convolution (``groups=B``).
+    Args:
+        weight: the shared conv weight [1, Cout, Cin, k, k] (with any equalized-lr scale applied).
+        scales: one scale per sample and input channel, [B, Cin] (the output of the modulation layer).
+        demodulate: renormalise the weights of each output channel to unit L2 norm
+            (``rsqrt(sum(w ** 2) + eps)``), as in the StyleConvs; ToRGB does not.
+    Returns:
+        [B, Cout, Cin, k, k].
+    """
+    b = scales.shape[0]
+    weight = weight * scales.view(b, 1, -1, 1, 1)
+    if demodulate:
+        demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + eps)  # [B, Cout]
+        weight = weight * demod.view(b, -1, 1, 1, 1)
+    return weight
+
+
+class ModulatedConv2d(nn.Module):
+    """StyleGAN2 modulated convolution (no bias), with FIR resampling.
+
+    Each sample gets its own weights (:func:`modulate_weight` with ``scales = modulation(style)``);
+    they are applied to the whole batch with one grouped convolution (``groups=B``).
 
     ``sample_mode``:
       * None: 'same' conv, [B, Cin, H, W] -> [B, Cout, H, W].
       * 'upsample': stride-2 transposed conv then ``FIRBlur`` -> [B, Cout, 2H, 2W].
       * 'downsample': ``FIRBlur`` then stride-2 conv -> [B, Cout, H/2, W/2].
 
-    ``style`` is [B, num_style_feat]. Parameters: ``weight`` [1, Cout, Cin, k, k] and
-    ``modulation`` (``EqualLinear``, bias initialised to 1).
+    ``style`` is [B, num_style_feat]. Parameters: ``weight`` [1, Cout, Cin, k, k] (N(0, 1), scaled by
+    ``1 / sqrt(Cin * k * k)`` at run time) and ``modulation`` (``EqualLinear``, bias initialised to 1).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int,
@@ -293,11 +324,7 @@ class ModulatedConv2d(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         k = self.kernel_size
-        style = self.modulation(style).view(b, 1, c, 1, 1)
-        weight = self.scale * self.weight * style  # [B, Cout, Cin, k, k]
-        if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + self.eps)
-            weight = weight * demod.view(b, self.out_channels, 1, 1, 1)
+        weight = modulate_weight(self.scale * self.weight, self.modulation(style), self.demodulate, self.eps)
 
         if self.sample_mode == "upsample":
             # conv_transpose2d wants [groups * Cin, Cout, k, k].
@@ -338,8 +365,9 @@ def inject_noise(x: torch.Tensor, strength: torch.Tensor, noise: Optional[torch.
 class StyleConv(nn.Module):
     """Modulated conv -> noise injection -> fused leaky ReLU (with bias).
 
-    Shapes as ``ModulatedConv2d``. Parameters: ``weight`` [1] is the noise strength (zero at
-    init; the official name, hence not a sub-module), ``modulated_conv``, ``activate.bias`` [Cout].
+    Shapes as ``ModulatedConv2d``; ``noise`` as :func:`inject_noise`. Parameters: ``weight`` [1] is
+    the noise strength (zero at init; the official name, hence not a sub-module), ``modulated_conv``,
+    ``activate.bias`` [Cout].
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, num_style_feat: int,
@@ -362,7 +390,8 @@ class ToRGB(nn.Module):
     """1x1 modulated conv (no demodulation) to RGB plus bias, added to the upsampled RGB skip.
 
     Shapes: x [B, C, H, W], style [B, num_style_feat], skip [B, 3, H/2, W/2] (or [B, 3, H, W] when
-    ``upsample=False``) -> [B, 3, H, W]. Parameters: ``bias`` [1, 3, 1, 1], ``modulated_conv``.
+    ``upsample=False``; or None for the first ToRGB) -> [B, 3, H, W]. Parameters: ``bias``
+    [1, 3, 1, 1], ``modulated_conv``. ``upsample`` is the parameter-free skip upsampler or None.
     """
 
     def __init__(self, in_channels: int, num_style_feat: int, upsample: bool = True,
@@ -390,20 +419,31 @@ FeatureHook = Callable[[torch.Tensor, int], torch.Tensor]
 class StyleGAN2Generator(nn.Module):
     """StyleGAN2 generator (basicsr ``StyleGAN2Generator``).
 
-    Structure: ``style_mlp`` (``NormStyleCode`` + ``num_mlp`` x ``EqualLinear``) maps z to w; a
-    4x4 ``constant_input`` goes through ``style_conv1`` and ``to_rgb1``; then, for each resolution
-    8 .. out_size, two ``style_convs`` (the first upsamples) and one ``to_rgbs`` entry.
+    Synthesis at a glance, for ``out_size = 2 ** log_size``::
 
-    Sizes: ``num_layers = 2 * log2(out_size) - 3`` StyleConvs (= noise buffers ``noises.noise{i}``
-    of shape [1, 1, r, r], r = 2 ** ((i + 5) // 2)); ``num_latent = 2 * log2(out_size) - 2`` w
-    vectors (one per StyleConv plus one for the last ToRGB).
+        z [B, F] --style_mlp--> w [B, F] --repeat--> latent [B, num_latent, F]
+        constant 4x4 -> style_conv1 -> to_rgb1 ---------------------------> skip (RGB, 4x4)
+        for each level k = 0, 1, ... (resolution r = 8, 16, ..., out_size):
+            feat = style_convs[2k](feat)      (upsampling 3x3 StyleConv; feature_hook applies here)
+            feat = style_convs[2k + 1](feat)  (3x3 StyleConv)
+            skip = to_rgbs[k](feat) + upsample(skip)
+        image = skip [B, 3, out_size, out_size]
+
+    Sizes: ``num_layers = 2 * log_size - 3`` StyleConvs, layer ``i`` using latent ``i`` and noise
+    buffer ``noises.noise{i}`` of shape [1, 1, r, r], r = 2 ** ((i + 5) // 2); the ToRGB after layer
+    ``i`` uses latent ``i + 1``, hence ``num_latent = 2 * log_size - 2``.
+
+    The other generators of the family (``StyleGAN2GeneratorClean``, ``StyleGAN2GeneratorBilinear``)
+    subclass this one and override only the layer factories ``_make_style_mlp``,
+    ``_make_style_conv`` and ``_make_to_rgb``; the structure, registration order (= state-dict order
+    and order of the random init draws), latents, noise and synthesis are defined here once.
 
     Args:
         out_size: output resolution, a power of two in 4 .. 1024.
-        num_style_feat: size of z and w.
+        num_style_feat: F, the size of z and w.
         num_mlp: number of linear layers in the style MLP.
-        channel_multiplier: widens the layers at 64 px and above.
-        resample_kernel: 1-D FIR taps for up/down-sampling.
+        channel_multiplier: widens the layers at 64 px and above (see :func:`stylegan2_channels`).
+        resample_kernel: 1-D FIR taps for up-sampling.
         lr_mlp: learning-rate multiplier of the style MLP.
         narrow: scales every channel count.
     """
@@ -412,23 +452,24 @@ class StyleGAN2Generator(nn.Module):
                  resample_kernel: Sequence[float] = DEFAULT_RESAMPLE_KERNEL, lr_mlp: float = 0.01,
                  narrow: float = 1):
         super().__init__()
+        self.resample_kernel = tuple(resample_kernel)  # read by the FIR layer factories below
+        self.lr_mlp = lr_mlp
         self.log_size = log2_out_size(out_size, 4)
+        self.num_layers = 2 * self.log_size - 3
+        self.num_latent = 2 * self.log_size - 2
         self.num_style_feat = num_style_feat
-        self.style_mlp = nn.Sequential(NormStyleCode(), *[
-            EqualLinear(num_style_feat, num_style_feat, bias=True, bias_init_val=0, lr_mul=lr_mlp,
-                        activation="fused_lrelu") for _ in range(num_mlp)])
+        self.channels = stylegan2_channels(channel_multiplier, narrow)
+        channels = self.channels
 
-        channels = stylegan2_channels(channel_multiplier, narrow)
-        self.channels = channels
+        # The statements below follow the official order: it fixes both the state-dict order and
+        # the order of the random init draws (so torch.manual_seed(s) gives the official weights).
+        self.style_mlp = self._make_style_mlp(num_style_feat, num_mlp)
         self.constant_input = ConstantInput(channels["4"], size=4)
-        self.style_conv1 = StyleConv(channels["4"], channels["4"], kernel_size=3, num_style_feat=num_style_feat,
-                                     demodulate=True, sample_mode=None, resample_kernel=resample_kernel)
-        self.to_rgb1 = ToRGB(channels["4"], num_style_feat, upsample=False, resample_kernel=resample_kernel)
+        self.style_conv1 = self._make_style_conv(channels["4"], channels["4"], sample_mode=None)
+        self.to_rgb1 = self._make_to_rgb(channels["4"], upsample=False)
 
-        self.num_layers = (self.log_size - 2) * 2 + 1
-        self.num_latent = self.log_size * 2 - 2
-
-        # Registration order (style_convs, to_rgbs, noises) fixes the state-dict order.
+        # Containers are registered before they are filled, and the noise buffers drawn before the
+        # layer weights.
         self.style_convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
         self.noises = nn.Module()
@@ -439,14 +480,27 @@ class StyleGAN2Generator(nn.Module):
         in_channels = channels["4"]
         for log_res in range(3, self.log_size + 1):
             out_channels = channels[f"{2**log_res}"]
-            self.style_convs.append(StyleConv(in_channels, out_channels, kernel_size=3, num_style_feat=num_style_feat,
-                                              demodulate=True, sample_mode="upsample",
-                                              resample_kernel=resample_kernel))
-            self.style_convs.append(StyleConv(out_channels, out_channels, kernel_size=3,
-                                              num_style_feat=num_style_feat, demodulate=True, sample_mode=None,
-                                              resample_kernel=resample_kernel))
-            self.to_rgbs.append(ToRGB(out_channels, num_style_feat, upsample=True, resample_kernel=resample_kernel))
+            self.style_convs.append(self._make_style_conv(in_channels, out_channels, sample_mode="upsample"))
+            self.style_convs.append(self._make_style_conv(out_channels, out_channels, sample_mode=None))
+            self.to_rgbs.append(self._make_to_rgb(out_channels, upsample=True))
             in_channels = out_channels
+
+    # -- layer factories (overridden by the other generator variants) -------------------------
+
+    def _make_style_mlp(self, num_style_feat: int, num_mlp: int) -> nn.Sequential:
+        """z [B, F] -> w [B, F]: ``NormStyleCode`` then ``num_mlp`` equalized-lr linears with fused lrelu."""
+        return nn.Sequential(NormStyleCode(), *[
+            EqualLinear(num_style_feat, num_style_feat, bias=True, bias_init_val=0, lr_mul=self.lr_mlp,
+                        activation="fused_lrelu") for _ in range(num_mlp)])
+
+    def _make_style_conv(self, in_channels: int, out_channels: int, sample_mode: Optional[str]) -> nn.Module:
+        """A 3x3 ``StyleConv``; ``sample_mode='upsample'`` doubles the resolution."""
+        return StyleConv(in_channels, out_channels, kernel_size=3, num_style_feat=self.num_style_feat,
+                         demodulate=True, sample_mode=sample_mode, resample_kernel=self.resample_kernel)
+
+    def _make_to_rgb(self, in_channels: int, upsample: bool) -> nn.Module:
+        """A ``ToRGB``; ``upsample`` doubles the resolution of the incoming RGB skip."""
+        return ToRGB(in_channels, self.num_style_feat, upsample=upsample, resample_kernel=self.resample_kernel)
 
     # -- latents and noise ------------------------------------------------------------------
 
@@ -460,29 +514,37 @@ class StyleGAN2Generator(nn.Module):
         return noises
 
     def get_latent(self, z: torch.Tensor) -> torch.Tensor:
-        """w = style_mlp(z). [B, num_style_feat] -> [B, num_style_feat]."""
+        """w = style_mlp(z). [B, F] -> [B, F]."""
         return self.style_mlp(z)
 
     def mean_latent(self, num_latent: int) -> torch.Tensor:
-        """Mean w over ``num_latent`` z ~ N(0, I) drawn from the default generator. -> [1, num_style_feat]."""
+        """Mean w over ``num_latent`` z ~ N(0, I) drawn from the default generator. -> [1, F]."""
         z = torch.randn(num_latent, self.num_style_feat, device=self.constant_input.weight.device)
         return self.style_mlp(z).mean(0, keepdim=True)
 
     def stored_noise(self) -> list[torch.Tensor]:
-        """The noise buffers ``noises.noise{i}`` in layer order."""
+        """The fixed noise buffers ``noises.noise{i}`` in layer order, each [1, 1, r, r]."""
         return [getattr(self.noises, f"noise{i}") for i in range(self.num_layers)]
 
     def styles_to_latent(self, styles: Sequence[torch.Tensor], input_is_latent: bool = False, truncation: float = 1,
                          truncation_latent: Optional[torch.Tensor] = None,
                          inject_index: Optional[int] = None) -> torch.Tensor:
-        """Turn 1 or 2 style codes into per-layer latents [B, num_latent, num_style_feat].
+        """Per-layer latents [B, num_latent, F] from one or two style inputs.
 
-        Each style is z (mapped through the MLP unless ``input_is_latent``) of shape [B, F], or,
-        with a single style, already per-layer latents [B, num_latent, F]. Truncation moves w
-        towards ``truncation_latent``. With two styles, layers ``< inject_index`` use the first and
-        the rest the second (``inject_index`` random in [1, num_latent - 1] if None, drawn with
-        Python's ``random``, as official).
+        Args:
+            styles: ``[s]`` or ``[s1, s2]`` (style mixing). Each s is [B, F] (z, or w when
+                ``input_is_latent``); a single s may also be [B, num_latent, F], one w per layer
+                (GFP-GAN with ``different_w``).
+            input_is_latent: skip the style MLP (styles are already w).
+            truncation: ``w <- w_avg + truncation * (w - w_avg)`` when < 1.
+            truncation_latent: w_avg, [1, F].
+            inject_index: with two styles, latents ``[0, inject_index)`` come from s1 and the rest
+                from s2; None draws it with Python's ``random.randint(1, num_latent - 1)``, as official.
+        Raises:
+            ValueError: for other than 1 or 2 styles.
         """
+        if len(styles) not in (1, 2):
+            raise ValueError(f"{type(self).__name__} takes 1 or 2 style codes, got {len(styles)}")
         if not input_is_latent:
             styles = [self.style_mlp(s) for s in styles]
         if truncation < 1:
@@ -491,13 +553,11 @@ class StyleGAN2Generator(nn.Module):
             if styles[0].ndim == 3:
                 return styles[0]
             return styles[0].unsqueeze(1).repeat(1, self.num_latent, 1)
-        if len(styles) == 2:
-            if inject_index is None:
-                inject_index = random.randint(1, self.num_latent - 1)
-            latent1 = styles[0].unsqueeze(1).repeat(1, inject_index, 1)
-            latent2 = styles[1].unsqueeze(1).repeat(1, self.num_latent - inject_index, 1)
-            return torch.cat([latent1, latent2], 1)
-        raise ValueError(f"StyleGAN2Generator takes 1 or 2 style codes, got {len(styles)}")
+        if inject_index is None:
+            inject_index = random.randint(1, self.num_latent - 1)
+        latent1 = styles[0].unsqueeze(1).repeat(1, inject_index, 1)
+        latent2 = styles[1].unsqueeze(1).repeat(1, self.num_latent - inject_index, 1)
+        return torch.cat([latent1, latent2], 1)
 
     # -- synthesis --------------------------------------------------------------------------
 
@@ -506,8 +566,9 @@ class StyleGAN2Generator(nn.Module):
         """Run the synthesis network.
 
         Args:
-            latent: [B, num_latent, num_style_feat].
-            noise: ``num_layers`` entries, each [1 or B, 1, r, r] or None (draw fresh noise).
+            latent: [B, num_latent, F].
+            noise: ``num_layers`` entries, each [1 or B, 1, r, r] or None (fresh per-sample noise,
+                drawn in layer order).
             feature_hook: optional ``(features, level) -> features`` applied after the upsampling
                 StyleConv of each resolution level (level 0 = 8 px); GFP-GAN puts its SFT here.
         Returns:
@@ -533,14 +594,12 @@ class StyleGAN2Generator(nn.Module):
         """Generate images.
 
         Args:
-            styles: list of 1 or 2 codes [B, num_style_feat] (see ``styles_to_latent``).
-            input_is_latent: the codes are w (skip the style MLP).
+            styles, input_is_latent, truncation, truncation_latent, inject_index: see
+                :meth:`styles_to_latent`.
             noise: explicit noise maps per layer; if None, fresh noise when ``randomize_noise``
                 (drawn per layer, in layer order, from the default generator), else the stored
                 buffers ``noises.noise{i}``.
-            truncation, truncation_latent: truncation trick (applied when truncation < 1).
-            inject_index: style-mixing crossover layer for two codes.
-            return_latents: also return the latents [B, num_latent, num_style_feat].
+            return_latents: also return the latents [B, num_latent, F].
         Returns:
             (image [B, 3, out_size, out_size], latents or None).
         """
@@ -552,7 +611,7 @@ class StyleGAN2Generator(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Discriminator
+# 4. Discriminator (its ConvLayer and ResBlock are also the U-Net encoder blocks of GFPGANv1)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -580,7 +639,6 @@ class ConvLayer(nn.Sequential):
         if activate:
             layers.append(FusedLeakyReLU(out_channels) if bias else ScaledLeakyReLU(0.2))
         super().__init__(*layers)
-        self.padding = padding
 
 
 class ResBlock(nn.Module):

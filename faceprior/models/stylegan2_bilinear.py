@@ -10,7 +10,10 @@ transposed conv + FIR blur / FIR upsampling / blur + strided conv:
 * ``ToRGB``: the RGB skip is interpolated x2.
 * ``ConvLayer(downsample=True)`` (U-Net encoder): interpolate x0.5, then a 'same' conv.
 
-Only these pieces are defined here; everything else is imported from :mod:`faceprior.models.stylegan2`.
+Only these pieces are defined here; ``StyleGAN2GeneratorBilinear`` is ``StyleGAN2Generator`` with
+its ``_make_style_conv`` / ``_make_to_rgb`` factories returning them, and everything else is
+imported from :mod:`faceprior.models.stylegan2`. Each piece is built once, in the official order,
+so ``torch.manual_seed(s)`` gives the official initial weights.
 Feature maps are ``[B, C, H, W]``; images are RGB, nominally in [-1, 1].
 """
 
@@ -28,6 +31,7 @@ from faceprior.models.stylegan2 import StyleGAN2Generator
 
 __all__ = ["Interpolate", "StyleConv", "ToRGB", "ConvLayer", "ResBlock", "StyleGAN2GeneratorBilinear"]
 
+# F.interpolate scale factor of each StyleConv sample_mode.
 _SCALE_FACTORS = {None: None, "upsample": 2, "downsample": 0.5}
 
 
@@ -84,8 +88,8 @@ class ToRGB(stylegan2.ToRGB):
     def __init__(self, in_channels: int, num_style_feat: int, upsample: bool = True,
                  interpolation_mode: str = "bilinear"):
         super().__init__(in_channels, num_style_feat, upsample=False)
-        if upsample:
-            self.upsample = Interpolate(2, interpolation_mode)
+        # Same parameters as the FIR ToRGB; only the (parameter-free) skip upsampler differs.
+        self.upsample = Interpolate(2, interpolation_mode) if upsample else None
 
 
 class ConvLayer(nn.Sequential):
@@ -128,10 +132,11 @@ class StyleGAN2GeneratorBilinear(StyleGAN2Generator):
     """StyleGAN2 generator with interpolating ``StyleConv`` / ``ToRGB`` (gfpgan ``StyleGAN2GeneratorBilinear``).
 
     Same structure, state dict, latents, noise convention and ``forward`` as
-    :class:`faceprior.models.stylegan2.StyleGAN2Generator` (see there); only the 2x upsampling differs.
+    :class:`faceprior.models.stylegan2.StyleGAN2Generator` (see there); only the 2x upsampling differs,
+    through the two layer factories below. (The inherited ``resample_kernel`` attribute is unused.)
 
     Args:
-        out_size: output resolution, a power of two.
+        out_size: output resolution, a power of two in 4 .. 1024.
         num_style_feat: size of z and w.
         num_mlp: number of linear layers in the style MLP.
         channel_multiplier: widens the layers at 64 px and above.
@@ -142,20 +147,17 @@ class StyleGAN2GeneratorBilinear(StyleGAN2Generator):
 
     def __init__(self, out_size: int, num_style_feat: int = 512, num_mlp: int = 8, channel_multiplier: float = 2,
                  lr_mlp: float = 0.01, narrow: float = 1, interpolation_mode: str = "bilinear"):
+        # Set before StyleGAN2Generator.__init__, which calls the factories below. (A plain attribute
+        # may be set before nn.Module.__init__.)
+        self.interpolation_mode = interpolation_mode
         super().__init__(out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
                          channel_multiplier=channel_multiplier, lr_mlp=lr_mlp, narrow=narrow)
-        self.interpolation_mode = interpolation_mode
-        # Swap the FIR-resampling layers built by StyleGAN2Generator for interpolating ones with the
-        # same parameters. Assigning to an existing name or list index keeps the state-dict order.
-        channels, mode = self.channels, interpolation_mode
-        self.style_conv1 = StyleConv(channels["4"], channels["4"], 3, num_style_feat, interpolation_mode=mode)
-        self.to_rgb1 = ToRGB(channels["4"], num_style_feat, upsample=False, interpolation_mode=mode)
-        in_channels = channels["4"]
-        for level in range(len(self.to_rgbs)):
-            out_channels = channels[f"{2 ** (level + 3)}"]
-            self.style_convs[2 * level] = StyleConv(in_channels, out_channels, 3, num_style_feat,
-                                                    sample_mode="upsample", interpolation_mode=mode)
-            self.style_convs[2 * level + 1] = StyleConv(out_channels, out_channels, 3, num_style_feat,
-                                                        interpolation_mode=mode)
-            self.to_rgbs[level] = ToRGB(out_channels, num_style_feat, upsample=True, interpolation_mode=mode)
-            in_channels = out_channels
+
+    def _make_style_conv(self, in_channels: int, out_channels: int, sample_mode: Optional[str]) -> nn.Module:
+        """A 3x3 ``StyleConv``; ``sample_mode='upsample'`` interpolates x2 first."""
+        return StyleConv(in_channels, out_channels, kernel_size=3, num_style_feat=self.num_style_feat,
+                         demodulate=True, sample_mode=sample_mode, interpolation_mode=self.interpolation_mode)
+
+    def _make_to_rgb(self, in_channels: int, upsample: bool) -> nn.Module:
+        """A ``ToRGB``; ``upsample`` interpolates the RGB skip x2."""
+        return ToRGB(in_channels, self.num_style_feat, upsample=upsample, interpolation_mode=self.interpolation_mode)
