@@ -1,0 +1,587 @@
+"""MTCNN face detector (Zhang et al., "Joint Face Detection and Alignment using Multi-task
+Cascaded Convolutional Networks", 2016): P-Net, R-Net, O-Net and the three-stage cascade,
+with five landmarks per face.
+
+The networks load the MIT-licensed weights published with facenet-pytorch
+(``facenet_pytorch/data/{pnet,rnet,onet}.pt``, plain state dicts readable with
+``torch.load(weights_only=True)``); parameter names follow those files.
+
+Coordinates returned by the detector use the convention of faceprior.face.templates: pixel
+centres at integer positions, so the image spans [-0.5, W - 0.5] x [-0.5, H - 0.5]. Boxes are
+(x1, y1, x2, y2) outer corners (width = x2 - x1). Landmarks are in the order left eye, right
+eye, nose tip, left mouth corner, right mouth corner ("left" = smaller x in the image).
+
+Internally boxes use corner coordinates where pixel ``i`` spans [i, i + 1); they are shifted by
+-0.5 only when results are returned.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceprior.face.boxes import apply_box_offsets, batched_nms, square_boxes
+from faceprior.weights import store
+from faceprior.weights.pypi_wheel import extract_from_wheel
+from faceprior.weights.store import WeightsUnavailableError
+
+# --------------------------------------------------------------------------------------------
+# Weight files
+# --------------------------------------------------------------------------------------------
+
+MTCNN_WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
+
+# SHA-256 and size in bytes of the files as published in facenet-pytorch 2.6.0 (wheel members
+# facenet_pytorch/data/*.pt; the wheel's RECORD lists the same digests).
+MTCNN_SHA256 = {
+    "pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+}
+MTCNN_SIZES = {"pnet.pt": 28570, "rnet.pt": 403147, "onet.pt": 1559269}
+
+# Where the files come from: the data/ folder of the upstream repository, else the wheel.
+MTCNN_UPSTREAM_URL = "https://raw.githubusercontent.com/timesler/facenet-pytorch/master/data/{filename}"
+MTCNN_WHEEL_PACKAGE = "facenet-pytorch"
+MTCNN_WHEEL_VERSION = "2.6.0"
+MTCNN_WHEEL_MEMBER = "facenet_pytorch/data/{filename}"
+
+
+class MTCNNWeightsError(WeightsUnavailableError):
+    """The MTCNN weight files are missing, corrupt, or could not be obtained (one-line message)."""
+
+
+def _has_verified_weights(folder: Path) -> bool:
+    """True when ``folder`` holds all three files with the published size and SHA-256."""
+    for name in MTCNN_WEIGHT_FILES:
+        if not (folder / name).is_file():
+            return False
+        try:
+            store.verify_file(folder / name, MTCNN_SHA256[name], MTCNN_SIZES[name])
+        except store.ChecksumMismatchError:
+            return False
+    return True
+
+
+def _fetch_from_upstream(folder: Path) -> None:
+    """Download the three files from the upstream repository with the weight store.
+
+    The store keeps its downloads (and resumable ``.part`` files) in ``<root>/weights/``; a
+    staging root inside ``folder`` is used and each verified file is then renamed into place.
+    """
+    staging = folder / ".download"
+    for name in MTCNN_WEIGHT_FILES:
+        path = store.fetch(
+            MTCNN_UPSTREAM_URL.format(filename=name),
+            filename=name,
+            sha256=MTCNN_SHA256[name],
+            size=MTCNN_SIZES[name],
+            cache_dir=staging,
+        )
+        if path.parent == store.weights_dir(staging):
+            os.replace(path, folder / name)
+        else:  # FACEPRIOR_MIRROR pointed at a local folder: the store returns that file in place
+            shutil.copyfile(path, folder / name)
+    # Only after success: a failed attempt leaves its resumable .part files for the next call.
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch_from_wheel(folder: Path) -> None:
+    """Download the facenet-pytorch wheel with pip and extract the three files."""
+    if os.environ.get(store.ENV_OFFLINE, "").lower() not in ("", "0", "false", "no"):
+        raise MTCNNWeightsError(f"not tried ({store.ENV_OFFLINE} is set)")
+    members = [MTCNN_WHEEL_MEMBER.format(filename=name) for name in MTCNN_WEIGHT_FILES]
+    digests = {MTCNN_WHEEL_MEMBER.format(filename=name): MTCNN_SHA256[name] for name in MTCNN_WEIGHT_FILES}
+    extract_from_wheel(MTCNN_WHEEL_PACKAGE, MTCNN_WHEEL_VERSION, members, folder, digests)
+
+
+def mtcnn_weights_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder ``<cache>/weights/mtcnn/`` holding pnet.pt, rnet.pt, onet.pt, obtained if needed.
+
+    Order: (1) the files are already there with the published size and SHA-256; (2) download
+    them from the upstream repository with the weight store (honours ``FACEPRIOR_MIRROR`` and
+    ``FACEPRIOR_OFFLINE``); (3) download the facenet-pytorch 2.6.0 wheel with pip (the user's
+    index configuration) and extract them. ``cache_dir`` defaults to the weight store's cache
+    root (``faceprior.weights.store.default_cache_dir()``).
+
+    Raises MTCNNWeightsError, one line giving the reason of both sources, when neither works.
+    """
+    folder = store.weights_dir(cache_dir) / "mtcnn"
+    if _has_verified_weights(folder):
+        return folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MTCNNWeightsError(f"cannot create {folder} ({error.strerror or error})") from None
+    reasons = []
+    for source, fetch in (("upstream", _fetch_from_upstream), ("wheel", _fetch_from_wheel)):
+        try:
+            fetch(folder)
+        except Exception as error:  # noqa: BLE001 - any failure moves on to the next source
+            # The store's message ends with where to put the file; the staging path it names
+            # would mislead, so keep only the reason part (the final message says where).
+            reasons.append(f"{source}: {str(error).split('. Download ')[0]}")
+            continue
+        if _has_verified_weights(folder):
+            return folder
+        reasons.append(f"{source}: files failed the SHA-256 check")
+    raise MTCNNWeightsError(
+        f"could not obtain the MTCNN weights ({'; '.join(reasons)}); put "
+        f"{', '.join(MTCNN_WEIGHT_FILES)} from {MTCNN_UPSTREAM_URL.format(filename='')} or from the "
+        f"{MTCNN_WHEEL_PACKAGE} {MTCNN_WHEEL_VERSION} wheel (facenet_pytorch/data/) into {folder}"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """Map pixel values in [0, 255] to the networks' input range [-1, 1) ((x - 127.5) / 128)."""
+    return (pixels - 127.5) * 0.0078125
+
+
+def _network_input(pixels: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] pixels in [0, 255] -> normalized network input in channels_last layout."""
+    return normalize_pixels(pixels).contiguous(memory_format=torch.channels_last)
+
+
+def _face_probability(logits: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax probability of class 1 ("face") from two logits along ``dim``."""
+    background, face = logits.unbind(dim)
+    return torch.sigmoid(face - background)
+
+
+def _flatten_like_caffe(features: torch.Tensor) -> torch.Tensor:
+    """Flatten [N, C, H, W] in (W, H, C) order, the order the dense weights were trained with."""
+    return features.permute(0, 3, 2, 1).reshape(features.shape[0], -1)
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional 12x12 face/no-face classifier with stride 2.
+
+    Input [B, 3, H, W] normalized RGB (H, W >= 12). Outputs, with h = ceil((H - 2) / 2) - 4
+    (same for w): face probability [B, h, w] in [0, 1] and box offsets [B, 4, h, w] (x1, y1,
+    x2, y2 as fractions of the 12x12 window). Cell (i, j) sees input rows 2i..2i+11 and
+    columns 2j..2j+11.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return _face_probability(self.conv4_1(x), dim=1), self.conv4_2(x)
+
+
+class RNet(nn.Module):
+    """Refinement network. Input [N, 3, 24, 24] normalized RGB crops.
+
+    Outputs face probability [N] in [0, 1] and box offsets [N, 4] (fractions of the crop size).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = self.prelu4(self.dense4(_flatten_like_caffe(x)))
+        return _face_probability(self.dense5_1(x), dim=1), self.dense5_2(x)
+
+
+class ONet(nn.Module):
+    """Output network. Input [N, 3, 48, 48] normalized RGB crops.
+
+    Outputs face probability [N] in [0, 1], box offsets [N, 4] (fractions of the crop size) and
+    landmarks [N, 10]: five x then five y positions as fractions of the crop width / height.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = self.prelu5(self.dense5(_flatten_like_caffe(x)))
+        return _face_probability(self.dense6_1(x), dim=1), self.dense6_2(x), self.dense6_3(x)
+
+
+def load_network(network: nn.Module, path: Path) -> nn.Module:
+    """Load a state dict file (``torch.load(weights_only=True)``) into ``network``, strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise MTCNNWeightsError(f"{path}: MTCNN weight file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state, strict=True)
+    except Exception as error:  # noqa: BLE001 - any failure is reported as a bad weight file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise MTCNNWeightsError(f"{path}: not a valid {type(network).__name__} state dict ({first_line})") from None
+    return network.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Image pyramid and crops
+# --------------------------------------------------------------------------------------------
+
+
+def build_mipmaps(images: torch.Tensor, min_size: int) -> list[torch.Tensor]:
+    """Halving pyramid: level k is ``images`` box-filtered down by 2**k.
+
+    ``images``: [B, 3, H, W] float. Level k has ceil(H / 2**k) x ceil(W / 2**k) pixels and its
+    pixel (i, j) covers level-0 pixels [i * 2**k, (i + 1) * 2**k) (a partial last row / column
+    averages only the pixels that exist). Levels stop once a side would drop below ``min_size``.
+    """
+    levels = [images]
+    while min(levels[-1].shape[-2:]) >= 2 * min_size:
+        levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
+    return levels
+
+
+def _mipmap_level_for(ratio: float, num_levels: int) -> int:
+    """Deepest level whose resolution is still >= ``ratio`` (output px per input px, <= 1)."""
+    if ratio >= 1:
+        return 0
+    return max(0, min(num_levels - 1, int(math.floor(-math.log2(ratio) + 1e-9))))
+
+
+def crop_and_resize(
+    mipmaps: list[torch.Tensor],
+    boxes: torch.Tensor,
+    image_index: torch.Tensor,
+    size: int,
+) -> torch.Tensor:
+    """Resample each box of the image to a ``size`` x ``size`` patch, zeros outside the image.
+
+    Args:
+        mipmaps: from build_mipmaps, level 0 is [B, 3, H, W] with values in [0, 255].
+        boxes: [N, 4] float corner boxes in level-0 pixel units (pixel i spans [i, i + 1)).
+        image_index: [N] int64, the batch image each box belongs to.
+        size: output side in pixels.
+
+    Returns:
+        [N, 3, size, size] float, same range as the images.
+
+    Anti-aliasing: each box is read from the mipmap level where it spans between ``size`` and
+    ``2 * size`` pixels (level 0 for smaller boxes), bilinearly sampled on a 2x finer grid and
+    averaged over 2x2 samples, so every output pixel averages the pixels it covers. One
+    grid_sample call per (image, level) handles all boxes of that group.
+    """
+    num_boxes = boxes.shape[0]
+    channels = mipmaps[0].shape[1]
+    out = boxes.new_zeros(num_boxes, channels, size, size)
+    if num_boxes == 0:
+        return out
+    supersample = 2 * size
+    box_side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    level = torch.floor(torch.log2((box_side / size).clamp(min=1.0))).long()
+    level = level.clamp(max=len(mipmaps) - 1)
+    # Sample positions as fractions of the box, at the centres of a supersample^2 grid.
+    steps = (torch.arange(supersample, dtype=boxes.dtype, device=boxes.device) + 0.5) / supersample
+    for batch_index, level_index in torch.unique(torch.stack([image_index, level], 1), dim=0).tolist():
+        selected = torch.nonzero((image_index == batch_index) & (level == level_index)).flatten()
+        source = mipmaps[level_index][batch_index : batch_index + 1]
+        height, width = source.shape[-2:]
+        level_boxes = boxes[selected] / (2**level_index)
+        xs = level_boxes[:, 0:1] + steps[None, :] * (level_boxes[:, 2:3] - level_boxes[:, 0:1])
+        ys = level_boxes[:, 1:2] + steps[None, :] * (level_boxes[:, 3:4] - level_boxes[:, 1:2])
+        # grid_sample with align_corners=False: -1 and +1 are the outer edges of the image.
+        grid_x = (2 * xs / width - 1)[:, None, :].expand(-1, supersample, -1)
+        grid_y = (2 * ys / height - 1)[:, :, None].expand(-1, -1, supersample)
+        grid = torch.stack([grid_x, grid_y], dim=-1).reshape(1, -1, supersample, 2)
+        samples = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        samples = samples.reshape(channels, len(selected), supersample, supersample).transpose(0, 1)
+        out[selected] = F.avg_pool2d(samples, 2)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Detector
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class DetectedFace:
+    """One detected face, in pixel-centre coordinates of the input image.
+
+    box: [4] float32 (x1, y1, x2, y2) outer corners. score: O-Net face probability in [0, 1].
+    landmarks: [5, 2] float32 (x, y): left eye, right eye, nose, left mouth, right mouth.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, scale_factor: float) -> list[float]:
+    """Scales at which P-Net (a 12-pixel window) looks at the image.
+
+    The first scale maps ``min_face_size`` pixels to 12; each next one is ``scale_factor``
+    times smaller, down to the last scale where the shorter image side still spans 12 pixels.
+    """
+    scale = 12.0 / min_face_size
+    shorter = min(height, width) * scale
+    scales = []
+    while shorter >= 12:
+        scales.append(scale)
+        scale *= scale_factor
+        shorter *= scale_factor
+    return scales
+
+
+class MTCNN:
+    """Three-stage MTCNN face detector with five landmarks, in plain torch.
+
+    Args:
+        weights_dir: folder with pnet.pt, rnet.pt, onet.pt; None obtains them with
+            mtcnn_weights_dir() (cache, else download).
+        device: torch device to run on.
+        min_face_size: smallest face side, in pixels, that the pyramid looks for.
+        thresholds: face-probability thresholds of P-Net, R-Net and O-Net.
+        scale_factor: ratio between consecutive pyramid scales, in (0, 1).
+    """
+
+    # NMS overlap thresholds of the original cascade.
+    PNET_SCALE_IOU = 0.5
+    PNET_IOU = 0.7
+    RNET_IOU = 0.7
+    ONET_MIN_OVERLAP = 0.7
+    # Crops go through R-Net / O-Net in chunks of this many: bounds memory, and on CPU small
+    # chunks keep activations in cache (64 measured fastest for both networks).
+    CHUNK = 64
+
+    def __init__(
+        self,
+        weights_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        min_face_size: float = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        scale_factor: float = 0.709,
+    ):
+        if not 0 < scale_factor < 1:
+            raise ValueError(f"MTCNN: scale_factor must be in (0, 1), got {scale_factor}")
+        if min_face_size <= 0:
+            raise ValueError(f"MTCNN: min_face_size must be positive, got {min_face_size}")
+        folder = Path(weights_dir) if weights_dir is not None else mtcnn_weights_dir()
+        self.device = torch.device(device)
+        # channels_last: on CPU, max-pooling and the small convolutions run several times
+        # faster in NHWC than in NCHW; inputs are converted by _network_input().
+        self.pnet = load_network(PNet(), folder / "pnet.pt").to(self.device, memory_format=torch.channels_last)
+        self.rnet = load_network(RNet(), folder / "rnet.pt").to(self.device, memory_format=torch.channels_last)
+        self.onet = load_network(ONet(), folder / "onet.pt").to(self.device, memory_format=torch.channels_last)
+        self.min_face_size = float(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.scale_factor = float(scale_factor)
+
+    # ---- public API --------------------------------------------------------------------
+
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
+        """Faces in one HxWx3 uint8 RGB image, by decreasing score."""
+        return self.detect_batch([image])[0]
+
+    def detect_arrays(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces in one HxWx3 uint8 RGB image as arrays, by decreasing score.
+
+        Returns boxes [N, 4] float32 (x1, y1, x2, y2), scores [N] float32 in [0, 1] and
+        landmarks [N, 5, 2] float32 (x, y), in pixel-centre coordinates.
+        """
+        return self.detect_batch_arrays([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
+        """detect() for several images of the same size, run as one batch (one list per image)."""
+        return [
+            [DetectedFace(box=b, score=float(s), landmarks=l) for b, s, l in zip(*arrays)]
+            for arrays in self.detect_batch_arrays(images)
+        ]
+
+    def detect_batch_arrays(
+        self, images: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """detect_arrays() for several HxWx3 uint8 RGB images of the same size, as one batch.
+
+        ``images``: a sequence of HxWx3 arrays or one [B, H, W, 3] array. Returns one
+        (boxes, scores, landmarks) tuple per image.
+        """
+        batch = self._to_tensor(images)
+        with torch.inference_mode():
+            boxes, scores, landmarks, image_index = self._detect(batch)
+        # Corner coordinates (pixel i spans [i, i+1)) -> pixel-centre coordinates.
+        boxes = (boxes - 0.5).cpu().numpy().astype(np.float32)
+        landmarks = (landmarks - 0.5).cpu().numpy().astype(np.float32)
+        scores = scores.cpu().numpy().astype(np.float32)
+        image_index = image_index.cpu().numpy()
+        return [
+            (boxes[image_index == i], scores[image_index == i], landmarks[image_index == i])
+            for i in range(batch.shape[0])
+        ]
+
+    # ---- cascade ------------------------------------------------------------------------
+
+    def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Stack HxWx3 uint8 images (a sequence, or one [B, H, W, 3] array) into a [B, 3, H, W]
+        float tensor on the device."""
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        if isinstance(images, np.ndarray) or len(images) == 0:
+            raise ValueError("MTCNN: detect_batch expects a non-empty sequence of HxWx3 images")
+        for image in images:
+            if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                described = (
+                    f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+                )
+                raise ValueError(f"MTCNN: expected an HxWx3 uint8 RGB image, got {described}")
+            if image.shape != images[0].shape:
+                raise ValueError(
+                    f"MTCNN: batched images must share one size, got {images[0].shape} and {image.shape}"
+                )
+        array = np.stack([np.ascontiguousarray(image) for image in images])
+        return torch.from_numpy(array).to(self.device).permute(0, 3, 1, 2).float()
+
+    def _detect(self, images: torch.Tensor):
+        """Run the cascade on [B, 3, H, W] float images in [0, 255].
+
+        Returns corner-coordinate boxes [N, 4], scores [N], landmarks [N, 5, 2] and the image
+        index [N] of every face, grouped by decreasing score.
+        """
+        height, width = images.shape[-2:]
+        empty = (
+            images.new_zeros(0, 4), images.new_zeros(0), images.new_zeros(0, 5, 2),
+            torch.zeros(0, dtype=torch.int64, device=images.device),
+        )
+        scales = pyramid_scales(height, width, self.min_face_size, self.scale_factor)
+        if not scales:
+            return empty
+        mipmaps = build_mipmaps(images, min_size=12)
+
+        boxes, image_index = self._propose(mipmaps, scales)
+        if boxes.shape[0] == 0:
+            return empty
+        boxes, image_index = self._refine(mipmaps, boxes, image_index)
+        if boxes.shape[0] == 0:
+            return empty
+        return self._output(mipmaps, boxes, image_index)
+
+    def _propose(self, mipmaps: list[torch.Tensor], scales: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1: P-Net over the pyramid -> square candidate boxes [K, 4] and image index [K]."""
+        height, width = mipmaps[0].shape[-2:]
+        all_boxes, all_scores, all_offsets, all_index = [], [], [], []
+        for scale in scales:
+            out_height, out_width = math.ceil(height * scale), math.ceil(width * scale)
+            level_index = _mipmap_level_for(scale, len(mipmaps))
+            source = mipmaps[level_index]
+            if source.shape[-2:] != (out_height, out_width):
+                resized = F.interpolate(
+                    source, size=(out_height, out_width), mode="bilinear", align_corners=False,
+                    antialias=scale < 1,
+                )
+            else:
+                resized = source
+            # Resized pixels per level-0 pixel along each axis (the source level may extend a
+            # fraction of a pixel beyond the image, so use its exact extent).
+            scale_y = out_height / (source.shape[-2] * 2**level_index)
+            scale_x = out_width / (source.shape[-1] * 2**level_index)
+            probability, offsets = self.pnet(_network_input(resized))
+            batch_index, row, col = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
+            if batch_index.numel() == 0:
+                continue
+            x = col.to(resized.dtype) * 2
+            y = row.to(resized.dtype) * 2
+            boxes = torch.stack([x / scale_x, y / scale_y, (x + 12) / scale_x, (y + 12) / scale_y], dim=1)
+            scores = probability[batch_index, row, col]
+            keep = batched_nms(boxes, scores, batch_index, self.PNET_SCALE_IOU)
+            all_boxes.append(boxes[keep])
+            all_scores.append(scores[keep])
+            all_offsets.append(offsets[batch_index[keep], :, row[keep], col[keep]])
+            all_index.append(batch_index[keep])
+        if not all_boxes:
+            return mipmaps[0].new_zeros(0, 4), torch.zeros(0, dtype=torch.int64, device=mipmaps[0].device)
+        boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+        offsets, image_index = torch.cat(all_offsets), torch.cat(all_index)
+        keep = batched_nms(boxes, scores, image_index, self.PNET_IOU)
+        boxes = square_boxes(apply_box_offsets(boxes[keep], offsets[keep]))
+        return boxes, image_index[keep]
+
+    def _refine(
+        self, mipmaps: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 2: R-Net on 24x24 crops -> fewer, better square boxes."""
+        crops = _network_input(crop_and_resize(mipmaps, boxes, image_index, 24))
+        outputs = [self.rnet(chunk) for chunk in crops.split(self.CHUNK)]
+        scores = torch.cat([o[0] for o in outputs])
+        offsets = torch.cat([o[1] for o in outputs])
+        passed = scores > self.thresholds[1]
+        boxes, scores, offsets, image_index = boxes[passed], scores[passed], offsets[passed], image_index[passed]
+        keep = batched_nms(boxes, scores, image_index, self.RNET_IOU)
+        boxes = square_boxes(apply_box_offsets(boxes[keep], offsets[keep]))
+        return boxes, image_index[keep]
+
+    def _output(self, mipmaps: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor):
+        """Stage 3: O-Net on 48x48 crops -> final boxes, scores, landmarks, image index."""
+        crops = _network_input(crop_and_resize(mipmaps, boxes, image_index, 48))
+        outputs = [self.onet(chunk) for chunk in crops.split(self.CHUNK)]
+        scores = torch.cat([o[0] for o in outputs])
+        offsets = torch.cat([o[1] for o in outputs])
+        points = torch.cat([o[2] for o in outputs])
+        passed = scores > self.thresholds[2]
+        boxes, scores, offsets, points, image_index = (
+            boxes[passed], scores[passed], offsets[passed], points[passed], image_index[passed]
+        )
+        # Landmarks: fractions of the (square) crop, five x then five y.
+        size = boxes[:, 2:] - boxes[:, :2]
+        landmarks = boxes[:, None, :2] + points.reshape(-1, 2, 5).transpose(1, 2) * size[:, None, :]
+        boxes = apply_box_offsets(boxes, offsets)
+        keep = batched_nms(boxes, scores, image_index, self.ONET_MIN_OVERLAP, over_min_area=True)
+        return boxes[keep], scores[keep], landmarks[keep], image_index[keep]
