@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from faceprior.face.align import estimate_similarity, warp_affine
-from faceprior.face.background import LanczosUpsampler, Upsampler, upscale_lanczos
+from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
 from faceprior.face.paste import face_mask, paste_faces
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
 from faceprior.image_io import dtype_max, from_float01, to_float01, to_rgb_array
@@ -122,6 +122,34 @@ def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> An
     raise ValueError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
 
 
+FaceMasker = Callable[[np.ndarray], np.ndarray]
+
+
+def make_face_masker(name: str = "parsenet", device: str | torch.device = "cpu",
+                     cache_dir: Optional[str] = None) -> FaceMasker:
+    """A paste-mask function by name: ``"parsenet"`` (facexlib's ParseNet, as the official
+    pipeline's ``use_parse=True``; needs parsing_parsenet.pth) or ``"bisenet"``.
+
+    The returned callable maps restored faces [B, S, S, 3] float [0, 1] to masks [B, S, S] float
+    [0, 1] (see faceprior.face.parsing.ParsingMasker).
+    """
+    from faceprior.face.parsing import make_parsing_masker
+
+    return make_parsing_masker(name, device=device, cache_dir=cache_dir)
+
+
+def make_upsampler(name: str = "lanczos", device: str | torch.device = "cpu", tile: int = 400,
+                   cache_dir: Optional[str] = None) -> Upsampler:
+    """A background upsampler by name: ``"lanczos"`` (default, no weights) or ``"realesrgan"``
+    (Real-ESRGAN x2, RealESRGAN_x2plus.pth, run in ``tile`` x ``tile`` tiles, 0 = whole image;
+    factors other than 2 are resized from its x2 output with Lanczos)."""
+    if name == "lanczos":
+        return LanczosUpsampler()
+    if name == "realesrgan":
+        return make_realesrgan_upsampler(device=device, tile=tile, cache_dir=cache_dir)
+    raise ValueError(f"unknown background upsampler {name!r} (use 'lanczos' or 'realesrgan')")
+
+
 @dataclass
 class Face:
     """One face of a photo.
@@ -174,17 +202,20 @@ class FaceRestorer:
         max_faces: keep at most this many faces, the largest.
         batch_size: faces per model forward.
         seed: None = stored (deterministic) decoder noise; an int = random noise from this seed.
-        upsampler: background upsampler (default Lanczos).
-        face_masker: optional callable (aligned faces [B, S, S, 3] float [0, 1]) -> masks
-            [B, S, S] float in [0, 1] replacing the default soft rectangle (e.g. a face parser).
+        upsampler: background upsampler: an Upsampler, or a name for make_upsampler
+            ("lanczos", "realesrgan"). Default Lanczos. Only used when upscale > 1.
+        face_masker: optional callable (restored faces [B, S, S, 3] float [0, 1]) -> masks
+            [B, S, S] float in [0, 1] replacing the default soft rectangle, or a face parser name
+            for make_face_masker ("parsenet", "bisenet").
+        bg_tile: tile size of a named network upsampler (0: whole image at once).
         device: torch device for the model.
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
                  weight: float = 1.0, aligned: bool = False, only_center_face: bool = False,
                  min_face: float = 0.0, max_faces: Optional[int] = None, batch_size: int = 4,
-                 seed: Optional[int] = None, upsampler: Optional[Upsampler] = None,
-                 face_masker: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                 seed: Optional[int] = None, upsampler: Union[Upsampler, str, None] = None,
+                 face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None):
         if not upscale >= 1:
             raise ValueError(f"upscale must be >= 1, got {upscale}")
@@ -208,7 +239,11 @@ class FaceRestorer:
         self.max_faces = max_faces
         self.batch_size = int(batch_size)
         self.seed = seed
+        if isinstance(upsampler, str):
+            upsampler = make_upsampler(upsampler, self.device, bg_tile, cache_dir)
         self.upsampler = upsampler or LanczosUpsampler()
+        if isinstance(face_masker, str):
+            face_masker = make_face_masker(face_masker, self.device, cache_dir)
         self.face_masker = face_masker
 
     # ---- the model on aligned crops --------------------------------------------------------

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import subprocess
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,9 @@ from faceprior.metrics.niqe import (
     niqe_params_path,
     save_niqe_params,
 )
-from faceprior.weights.store import WeightsUnavailableError
+from faceprior.metrics import niqe as niqe_module
+from faceprior.weights import pypi_wheel
+from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -159,3 +164,81 @@ def test_load_niqe_params_rejects_bad_files(tmp_path):
              gaussian_window=np.ones((7, 7)))
     with pytest.raises(NiqeParamsError, match="pickled.npz"):
         load_niqe_params(tmp_path / "pickled.npz")
+
+
+def test_official_params_are_fetched_with_pip(tmp_path, official_params):
+    """A fresh cache: pip downloads the basicsr 1.4.2 sdist (pinned) and only the .npz is kept."""
+    try:
+        path = niqe_params_path(tmp_path / "cache")
+    except pypi_wheel.WheelDownloadError as error:
+        pytest.skip(f"pip cannot fetch basicsr 1.4.2 here: {error}")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["niqe_pris_params.npz", "niqe_pris_params.npz.sha256"]
+    assert sha256_of_file(path) == niqe_module.OFFICIAL_PARAMS_SHA256
+    np.testing.assert_array_equal(load_niqe_params(path).cov_prisparam, official_params.cov_prisparam)
+
+
+def _sdist(path: Path, files: dict[str, bytes], links: dict[str, str]) -> None:
+    """A .tar.gz with regular ``files`` and symbolic ``links`` (name -> target)."""
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        for name, target in links.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            archive.addfile(info)
+
+
+def test_sdist_download_is_hash_pinned_and_reads_only_the_member(tmp_path, monkeypatch):
+    member, payload = "pkg-1.0/pkg/data/params.npz", b"pristine"
+    built = tmp_path / "built" / "pkg-1.0.tar.gz"
+    built.parent.mkdir()
+    _sdist(built, {member: payload, "pkg-1.0/../../escaped.txt": b"x", "pkg-1.0/setup.py": b""},
+           {"pkg-1.0/pkg/data/link.npz": "/etc/passwd"})
+    digest = sha256_of_file(built)
+    commands = []
+
+    def fake_pip(command, **kwargs):
+        commands.append(command)
+        requirements = Path(command[command.index("-r") + 1]).read_text()
+        assert requirements == f"pkg==1.0 --hash=sha256:{digest}\n"
+        (Path(command[command.index("-d") + 1]) / built.name).write_bytes(built.read_bytes())
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(pypi_wheel.subprocess, "run", fake_pip)
+    monkeypatch.delenv("FACEPRIOR_OFFLINE", raising=False)
+    dest = tmp_path / "dest"
+    written = pypi_wheel.extract_from_pypi("pkg", "1.0", [member], dest, {member: pypi_wheel.sha256_of_bytes(payload)},
+                                           sdist=True, archive_sha256=digest)
+    assert written == [dest / "params.npz"] and written[0].read_bytes() == payload
+    for flag in ("--no-deps", "--no-binary=:all:", "--no-build-isolation", "--require-hashes"):
+        assert flag in commands[0]
+    assert "--only-binary=:all:" not in commands[0] and "pkg==1.0" not in commands[0]  # only via the pinned file
+    assert sorted(p.name for p in dest.iterdir()) == ["params.npz"]
+    assert not list(tmp_path.rglob("escaped.txt")) and not list(tmp_path.rglob("setup.py"))
+
+    with pytest.raises(pypi_wheel.WheelContentError, match="link.npz' is not a regular file"):
+        pypi_wheel.extract_from_pypi("pkg", "1.0", ["pkg-1.0/pkg/data/link.npz"], dest, sdist=True, archive_sha256=digest)
+    with pytest.raises(pypi_wheel.WheelContentError, match="params.npz has SHA-256"):
+        pypi_wheel.extract_from_pypi("pkg", "1.0", [member], tmp_path / "bad", {member: "0" * 64}, sdist=True,
+                                     archive_sha256=digest)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="pinned to its SHA-256"):
+        pypi_wheel.extract_from_pypi("pkg", "1.0", [member], dest, sdist=True)
+    monkeypatch.setenv("FACEPRIOR_OFFLINE", "1")
+    with pytest.raises(pypi_wheel.WheelDownloadError, match="not tried .FACEPRIOR_OFFLINE is set"):
+        pypi_wheel.extract_from_pypi("pkg", "1.0", [member], dest, sdist=True, archive_sha256=digest)
+    assert len(commands) == 3  # the offline call never ran pip
+
+
+def test_niqe_params_failure_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def failing_pip(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, "", "ERROR: Could not find a version that satisfies basicsr\n")
+
+    monkeypatch.setattr(pypi_wheel.subprocess, "run", failing_pip)
+    monkeypatch.delenv("FACEPRIOR_OFFLINE", raising=False)
+    with pytest.raises(WeightsUnavailableError, match="pip download failed") as error:
+        niqe_params_path(tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and f"copy basicsr's niqe_pris_params.npz to {tmp_path / 'weights'}" in message

@@ -14,9 +14,10 @@ from typing import Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from faceprior.image_io import dtype_max, from_float01, to_float01
+from faceprior.models.rrdbnet import padding_multiple, upsample_tiled
+from faceprior.weights.loading import load_model
 
 LANCZOS_LOBES = 3
 
@@ -185,55 +186,34 @@ class NetworkUpsampler:
     model_scale: the network's fixed factor. Other requested scales resize the network output
         with Lanczos (as Real-ESRGAN's ``outscale`` does).
     tile_size, tile_pad: run the network on tile_size x tile_size tiles (0: whole image) each
-        seen with tile_pad pixels of context, to bound memory on large photos.
-    pad_multiple: tile inputs are reflect-padded to a multiple of this (2 for RRDBNet x2,
-        whose pixel-unshuffle needs even sizes; 4 for x1).
-    dtype: torch dtype to run the network in (e.g. torch.float16 on GPU).
+        seen with tile_pad pixels of context, to bound memory on large photos
+        (``faceprior.models.rrdbnet.upsample_tiled`` does the tiling).
+    pad_multiple: inputs are reflect-padded to a multiple of this; default ``model.unshuffle``
+        (RRDBNet: 2 for x2, whose pixel-unshuffle needs even sizes; 4 for x1), else 1.
+    dtype: torch dtype to run the network in (e.g. torch.float16 on GPU); default the model's.
     """
 
     def __init__(self, model: torch.nn.Module, model_scale: int, tile_size: int = 400,
-                 tile_pad: int = 10, pad_multiple: int = 1, dtype: Optional[torch.dtype] = None):
-        self.model = model.eval()
-        self.model_scale = int(model_scale)
-        self.tile_size = int(tile_size)
-        self.tile_pad = int(tile_pad)
-        self.pad_multiple = int(pad_multiple)
+                 tile_pad: int = 10, pad_multiple: Optional[int] = None, dtype: Optional[torch.dtype] = None):
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
         self.dtype = dtype or (parameter.dtype if parameter is not None else torch.float32)
+        self.model = model.eval().to(self.dtype)
+        self.model_scale = int(model_scale)
+        self.tile_size = int(tile_size)
+        self.tile_pad = int(tile_pad)
+        self.pad_multiple = grid = padding_multiple(model, pad_multiple)
+        if self.tile_size < 0 or self.tile_pad < 0 or self.tile_size % grid or self.tile_pad % grid:
+            raise ValueError(f"tile size and tile padding must be multiples of {grid} and >= 0, "
+                             f"got {self.tile_size} and {self.tile_pad}")
 
     @torch.no_grad()
-    def _run(self, tile: torch.Tensor) -> torch.Tensor:
-        """tile [1, 3, h, w] in [0, 1] -> [1, 3, h * s, w * s] float32 on the CPU."""
-        height, width = tile.shape[2:]
-        pad_h = -height % self.pad_multiple
-        pad_w = -width % self.pad_multiple
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-            tile = F.pad(tile, (0, pad_w, 0, pad_h), mode=mode)
-        out = self.model(tile.to(self.device, self.dtype)).float().cpu()
-        s = self.model_scale
-        return out[:, :, : height * s, : width * s]
-
     def upsample_native(self, image: np.ndarray) -> np.ndarray:
         """[H, W, 3] uint8/uint16/float[0, 1] -> [H * model_scale, W * model_scale, 3] float32 in [0, 1]."""
-        x = torch.from_numpy(to_float01(np.asarray(image))).permute(2, 0, 1)[None]
-        height, width = x.shape[2:]
-        s = self.model_scale
-        if self.tile_size <= 0 or (height <= self.tile_size and width <= self.tile_size):
-            out = self._run(x)
-        else:
-            out = torch.empty(1, 3, height * s, width * s)
-            for top in range(0, height, self.tile_size):
-                for left in range(0, width, self.tile_size):
-                    bottom, right = min(top + self.tile_size, height), min(left + self.tile_size, width)
-                    top_p, left_p = max(top - self.tile_pad, 0), max(left - self.tile_pad, 0)
-                    bottom_p = min(bottom + self.tile_pad, height)
-                    right_p = min(right + self.tile_pad, width)
-                    result = self._run(x[:, :, top_p:bottom_p, left_p:right_p])
-                    out[:, :, top * s:bottom * s, left * s:right * s] = result[
-                        :, :, (top - top_p) * s:(bottom - top_p) * s, (left - left_p) * s:(right - left_p) * s]
-        return out[0].permute(1, 2, 0).clamp_(0, 1).numpy()
+        x = torch.from_numpy(to_float01(np.asarray(image))).permute(2, 0, 1)[None].to(self.device, self.dtype)
+        out = upsample_tiled(self.model, x, tile=self.tile_size, tile_pad=self.tile_pad,
+                             scale=self.model_scale, pad_multiple=self.pad_multiple)
+        return out[0].float().clamp_(0, 1).permute(1, 2, 0).cpu().numpy()
 
     def upsample(self, image: np.ndarray, scale: float) -> np.ndarray:
         image = np.asarray(image)
@@ -246,3 +226,26 @@ class NetworkUpsampler:
             native = _lanczos_resize(native, out_h, out_w, scale / self.model_scale)
         return from_float01(native, image.dtype)
 
+
+# Real-ESRGAN x2 (BSD-3-Clause), the background upsampler of the official GFP-GAN command line.
+REALESRGAN_X2PLUS_URL = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"
+REALESRGAN_X2PLUS_KWARGS = dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=64, num_block=23, num_grow_ch=32)
+DEFAULT_TILE = 400
+DEFAULT_TILE_PAD = 10
+
+
+def make_realesrgan_upsampler(device: str | torch.device = "cpu", tile: int = DEFAULT_TILE,
+                              tile_pad: int = DEFAULT_TILE_PAD, half: Optional[bool] = None,
+                              cache_dir: Optional[str] = None) -> NetworkUpsampler:
+    """Real-ESRGAN x2 (RRDBNet, 23 blocks) with ``RealESRGAN_x2plus.pth`` (``params_ema``, else
+    ``params``) from the weight cache or downloaded, set up as the official GFP-GAN command line
+    does: tiles of ``tile`` pixels (0: whole image) with ``tile_pad`` pixels of context, no pre-pad,
+    float16 on CUDA (``half=None``: float16 exactly when ``device`` is a CUDA device).
+    Factors other than 2 resize the x2 output with Lanczos.
+    """
+    device = torch.device(device)
+    half = device.type == "cuda" if half is None else half
+    model = load_model(REALESRGAN_X2PLUS_URL, arch="RRDBNet", device=device, cache_dir=cache_dir,
+                       **REALESRGAN_X2PLUS_KWARGS)
+    return NetworkUpsampler(model, model_scale=2, tile_size=tile, tile_pad=tile_pad,
+                            dtype=torch.float16 if half else torch.float32)

@@ -19,14 +19,17 @@ The two networks were trained on CelebAMask-HQ with **different class orders**
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from faceprior.face.paste import face_mask
 from faceprior.face.retinaface import Checkpoint, load_facexlib_state_dict, read_facexlib_checkpoint
 from faceprior.models.arcface import BasicBlock
+from faceprior.weights.store import fetch
 
 PARSENET_CLASSES: tuple[str, ...] = (
     "background", "skin", "nose", "eye_glasses", "left_eye", "right_eye", "left_brow", "right_brow",
@@ -43,6 +46,10 @@ BISENET_CLASSES: tuple[str, ...] = (
 # ParseNet classes that facexlib's FaceRestoreHelper.paste_faces_to_input_image keeps (its
 # MASK_COLORMAP is 255 exactly for these): everything but background, hat, necklace, neck, cloth.
 PASTE_MASK_CLASSES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
+# The same classes in BiSeNet's order.
+BISENET_PASTE_MASK_CLASSES: tuple[int, ...] = tuple(
+    sorted(BISENET_CLASSES.index(PARSENET_CLASSES[c]) for c in PASTE_MASK_CLASSES)
+)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -362,3 +369,129 @@ def face_parsing_mask(parse_logits: torch.Tensor, classes: Sequence[int] = PASTE
     selected = torch.zeros(num_classes, dtype=torch.float32, device=parse_logits.device)
     selected[list(classes)] = 1.0
     return selected[labels]
+
+
+# --------------------------------------------------------------------------------------------
+# Paste masks from a parser (facexlib FaceRestoreHelper.paste_faces_to_input_image, use_parse=True)
+# --------------------------------------------------------------------------------------------
+
+# facexlib's released weight files, as init_parsing_model downloads them (no published checksums).
+PARSING_WEIGHT_URLS = {
+    "parsenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
+    "bisenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
+}
+PARSING_INPUT_SIZE = 512  # faces are parsed at 512 x 512 whatever their size
+PASTE_MASK_BLUR_SIZE = 101  # cv2.GaussianBlur(mask, (101, 101), 11), applied twice
+PASTE_MASK_BLUR_SIGMA = 11.0
+PASTE_MASK_BORDER = 10  # then the outermost 10 rows and columns (at 512) are set to 0
+
+
+def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """[size] float64 taps ``exp(-(i - (size - 1) / 2)^2 / (2 sigma^2))`` normalised to sum 1
+    (OpenCV ``getGaussianKernel(size, sigma)`` for sigma > 0)."""
+    if size < 1 or size % 2 == 0 or not sigma > 0:
+        raise ValueError(f"gaussian_kernel: need an odd size >= 1 and sigma > 0, got {size} and {sigma}")
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    taps = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return taps / taps.sum()
+
+
+def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [B, H, W] float images with OpenCV ``GaussianBlur``'s default
+    border (BORDER_REFLECT_101, torch's ``"reflect"``). H and W must exceed ``size // 2``.
+    Returns [B, H, W] of the same dtype."""
+    kernel = gaussian_kernel(size, sigma).to(images)
+    radius = size // 2
+    x = images[:, None]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, size))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, size, 1))
+    return x[:, 0]
+
+
+def soften_parsing_mask(hard_mask: torch.Tensor) -> torch.Tensor:
+    """facexlib's treatment of the hard parsing mask before pasting.
+
+    hard_mask: [B, 512, 512] float in {0, 1} (:func:`face_parsing_mask`). Returns [B, 512, 512] in
+    [0, 1]: ``GaussianBlur((101, 101), 11)`` twice, then the :data:`PASTE_MASK_BORDER` outermost
+    rows and columns set to 0 (facexlib works on 0/255 values and divides by 255 afterwards).
+    """
+    soft = gaussian_blur(hard_mask, PASTE_MASK_BLUR_SIZE, PASTE_MASK_BLUR_SIGMA)
+    soft = gaussian_blur(soft, PASTE_MASK_BLUR_SIZE, PASTE_MASK_BLUR_SIGMA)
+    border = PASTE_MASK_BORDER
+    soft[:, :border] = 0
+    soft[:, -border:] = 0
+    soft[:, :, :border] = 0
+    soft[:, :, -border:] = 0
+    return soft
+
+
+class ParsingMasker:
+    """Per-face paste masks from a face parser, the way facexlib's paste-back with
+    ``use_parse=True`` computes them, as a ``FaceRestorer(face_masker=...)``.
+
+    ``masker(faces)``: faces [B, S, S, 3] float RGB in [0, 1] (the restored faces) -> masks
+    [B, S, S] float32 in [0, 1]:
+
+    1. bilinear resize to 512 x 512 (``cv2.INTER_LINEAR``: half-pixel centres, no antialiasing);
+    2. ParseNet: ``(x - 0.5) / 0.5``; BiSeNet: ImageNet mean/std. Argmax of the parser's first
+       output; 1 where the class is one of the paste classes (facexlib's ``MASK_COLORMAP``);
+    3. :func:`soften_parsing_mask` (two Gaussian blurs, 10-pixel border set to 0);
+    4. bilinear resize back to S x S;
+    5. times ``face_mask(S)``, the default soft rectangle, so the crop border is always 0. facexlib
+       uses the parsing mask alone; the product differs from it only within 3 S / 20 pixels of the
+       crop edge (the rectangle's zero band of S / 20 and its ramp of S / 10).
+
+    model: :class:`ParseNet` or :class:`BiSeNet` in eval mode, on the device to run on.
+    network: ``"parsenet"`` or ``"bisenet"`` (input normalisation and class order).
+    batch_size: faces per parser forward.
+    """
+
+    def __init__(self, model: nn.Module, network: str = "parsenet", batch_size: int = 4):
+        if network not in PARSING_WEIGHT_URLS:
+            raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.network = network
+        self.batch_size = int(batch_size)
+        self.classes = PASTE_MASK_CLASSES if network == "parsenet" else BISENET_PASTE_MASK_CLASSES
+        parameter = next(model.parameters(), None)
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.network == "parsenet":
+            return (x - 0.5) / 0.5
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @torch.no_grad()
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces, dtype=np.float32)
+        if faces.ndim != 4 or faces.shape[3] != 3 or faces.shape[1] != faces.shape[2]:
+            raise ValueError(f"ParsingMasker: expected faces [B, S, S, 3], got shape {faces.shape}")
+        size = faces.shape[1]
+        rectangle = torch.tensor(face_mask(size), dtype=torch.float32, device=self.device)
+        masks = np.empty(faces.shape[:3], dtype=np.float32)
+        for start in range(0, len(faces), self.batch_size):
+            x = torch.from_numpy(faces[start:start + self.batch_size]).permute(0, 3, 1, 2).to(self.device)
+            if size != PARSING_INPUT_SIZE:
+                x = F.interpolate(x, size=(PARSING_INPUT_SIZE,) * 2, mode="bilinear", align_corners=False)
+            logits = self.model(self._normalise(x))[0]
+            soft = soften_parsing_mask(face_parsing_mask(logits.float(), self.classes))
+            if size != PARSING_INPUT_SIZE:
+                soft = F.interpolate(soft[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            masks[start:start + len(x)] = (soft * rectangle).clamp_(0, 1).cpu().numpy()
+        return masks
+
+
+def make_parsing_masker(network: str = "parsenet", device: str | torch.device = "cpu",
+                        cache_dir: Optional[str] = None) -> ParsingMasker:
+    """A :class:`ParsingMasker` with facexlib's ``parsing_parsenet.pth`` (or ``parsing_bisenet.pth``),
+    taken from the weight cache or downloaded."""
+    if network not in PARSING_WEIGHT_URLS:
+        raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
+    url = PARSING_WEIGHT_URLS[network]
+    path = fetch(url, filename=url.rsplit("/", 1)[1], cache_dir=cache_dir)
+    model = load_parsenet(path) if network == "parsenet" else load_bisenet(path)
+    return ParsingMasker(model.to(device), network)

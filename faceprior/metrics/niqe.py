@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -33,7 +32,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from faceprior.metrics.color import ImageInputError, check_image, rgb_to_gray_matlab, rgb_to_y
-from faceprior.weights.store import WeightsUnavailableError, fetch, verify_file, weights_dir
+from faceprior.weights.pypi_wheel import extract_from_pypi
+from faceprior.weights.store import WeightsUnavailableError, verify_file, weights_dir
 
 NIQE_BLOCK_SIZE = 96
 NIQE_SHARPNESS_THRESHOLD = 0.75
@@ -42,14 +42,11 @@ NIQE_WINDOW_SIGMA = 7.0 / 6.0
 NIQE_NUM_FEATURES = 36  # 18 per scale, two scales
 
 # The pristine model of the original NIQE release (modelparameters.mat, 125 pristine images,
-# 96x96 blocks, sharpness threshold 0.75), as basicsr ships it. basicsr's wheels on PyPI
-# (<= 1.3.3.3) do not contain it; the basicsr 1.4.2 source distribution does.
-OFFICIAL_PARAMS_SDIST_URL = (
-    "https://files.pythonhosted.org/packages/86/41/"
-    "00a6b000f222f0fa4c6d9e1d6dcc9811a374cabb8abb9d408b77de39648c/basicsr-1.4.2.tar.gz"
-)
+# 96x96 blocks, sharpness threshold 0.75), as basicsr ships it. basicsr's wheels (<= 1.3.3.3)
+# do not contain it; the basicsr 1.4.2 source distribution does, fetched with pip.
+OFFICIAL_PARAMS_PACKAGE = "basicsr"
+OFFICIAL_PARAMS_VERSION = "1.4.2"
 OFFICIAL_PARAMS_SDIST_SHA256 = "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"
-OFFICIAL_PARAMS_SDIST_SIZE = 172524
 OFFICIAL_PARAMS_MEMBER = "basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz"
 OFFICIAL_PARAMS_FILENAME = "niqe_pris_params.npz"
 OFFICIAL_PARAMS_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296"
@@ -128,30 +125,25 @@ def niqe_params_path(cache_dir: str | Path | None = None) -> Path:
     """Path of the official pristine NIQE model (basicsr's ``niqe_pris_params.npz``) in the weight
     cache (``faceprior.weights.store.weights_dir``).
 
-    The first call downloads basicsr 1.4.2's source distribution from PyPI (172 KB, SHA-256
-    checked, kept in the cache) and extracts that one member (SHA-256 checked). Offline, copy
-    ``niqe_pris_params.npz`` into the weight folder by hand. Raises
-    ``faceprior.weights.store.WeightsUnavailableError`` when it cannot be obtained.
+    The first call downloads basicsr 1.4.2's source distribution with pip (172 KB, pinned to its
+    SHA-256, not installed; see ``faceprior.weights.pypi_wheel``) and extracts that one member
+    (SHA-256 checked). Offline, copy ``niqe_pris_params.npz`` into the weight folder by hand.
+    Raises ``faceprior.weights.store.WeightsUnavailableError`` when it cannot be obtained.
     """
     target = weights_dir(cache_dir) / OFFICIAL_PARAMS_FILENAME
     if not target.is_file():
         try:
-            sdist = fetch(
-                OFFICIAL_PARAMS_SDIST_URL,
-                filename=Path(OFFICIAL_PARAMS_SDIST_URL).name,
-                sha256=OFFICIAL_PARAMS_SDIST_SHA256,
-                size=OFFICIAL_PARAMS_SDIST_SIZE,
-                cache_dir=cache_dir,
+            extract_from_pypi(
+                OFFICIAL_PARAMS_PACKAGE,
+                OFFICIAL_PARAMS_VERSION,
+                [OFFICIAL_PARAMS_MEMBER],
+                target.parent,
+                sha256={OFFICIAL_PARAMS_MEMBER: OFFICIAL_PARAMS_SHA256},
+                sdist=True,
+                archive_sha256=OFFICIAL_PARAMS_SDIST_SHA256,
             )
         except WeightsUnavailableError as error:
-            message = f"{error}; or copy basicsr's {OFFICIAL_PARAMS_FILENAME} to {target}"
-            raise WeightsUnavailableError(message) from None
-        with tarfile.open(sdist, "r:gz") as archive:
-            data = archive.extractfile(OFFICIAL_PARAMS_MEMBER).read()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
-        partial.write_bytes(data)
-        partial.replace(target)
+            raise WeightsUnavailableError(f"{error}; or copy basicsr's {OFFICIAL_PARAMS_FILENAME} to {target}") from None
     verify_file(target, sha256=OFFICIAL_PARAMS_SHA256)
     return target
 

@@ -98,6 +98,15 @@ class RRDBNet(nn.Module):
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
 
 
+def padding_multiple(model: nn.Module, pad_multiple: Optional[int] = None) -> int:
+    """The multiple :func:`upsample_tiled` pads inputs to: ``pad_multiple`` if given, else
+    ``model.unshuffle`` (RRDBNet), else 1."""
+    grid = int(getattr(model, "unshuffle", 1) if pad_multiple is None else pad_multiple)
+    if grid < 1:
+        raise ValueError(f"pad_multiple must be >= 1, got {grid}")
+    return grid
+
+
 @torch.no_grad()
 def upsample_tiled(
     model: nn.Module,
@@ -106,8 +115,12 @@ def upsample_tiled(
     tile_pad: int = 10,
     pre_pad: int = 0,
     scale: Optional[int] = None,
+    pad_multiple: Optional[int] = None,
 ) -> torch.Tensor:
     """Run an upsampler on a large image tile by tile, as Real-ESRGAN's ``RealESRGANer`` does.
+
+    This is the one tiled-inference routine of the package: the background upsampler
+    (``faceprior.face.background.NetworkUpsampler``) runs its network through it.
 
     Args:
         model: maps [B, C, h, w] -> [B, C', h * scale, w * scale] (e.g. :class:`RRDBNet`).
@@ -119,12 +132,13 @@ def upsample_tiled(
         pre_pad: reflection padding added at the bottom and right before processing and removed
             after (``RealESRGANer(pre_pad=...)``; GFP-GAN uses 0).
         scale: output scale; default ``model.scale``.
+        pad_multiple: the image is reflection-padded at the bottom/right to a multiple of this
+            (and cropped back after); default ``model.unshuffle`` (RRDBNet: 2 for scale 2, 4 for
+            scale 1, as RealESRGANer pads), else 1. ``tile`` and ``tile_pad`` must be multiples of
+            it so that every tile stays on the pixel-unshuffle grid.
 
-    For scales 2 and 1 the padded image is reflection-padded at the bottom/right to a multiple of
-    the pixel-unshuffle factor (2 or 4), as RealESRGANer does, and ``tile`` and ``tile_pad`` must be
-    multiples of that factor so that every tile stays on the unshuffle grid.
-
-    Returns [B, C', H * scale, W * scale] (not clamped).
+    The tiles (and the output) are on the image's device and dtype; move the image to the model's
+    first. Returns [B, C', H * scale, W * scale] (not clamped).
     """
     if scale is None:
         scale = getattr(model, "scale", None)
@@ -134,10 +148,10 @@ def upsample_tiled(
         raise ValueError(f"upsample_tiled: expected a [B, C, H, W] image, got {list(image.shape)}")
     if tile < 0 or tile_pad < 0 or pre_pad < 0:
         raise ValueError(f"upsample_tiled: tile, tile_pad and pre_pad must be >= 0, got {tile}, {tile_pad}, {pre_pad}")
-    grid = UNSHUFFLE_FACTOR.get(scale, 1)
+    grid = padding_multiple(model, pad_multiple)
     if tile % grid or tile_pad % grid:
         raise ValueError(
-            f"upsample_tiled: scale {scale} needs tile and tile_pad divisible by {grid}, got {tile}, {tile_pad}"
+            f"upsample_tiled: padding to multiples of {grid} needs tile and tile_pad divisible by {grid}, got {tile}, {tile_pad}"
         )
 
     height, width = image.shape[2:]
