@@ -150,3 +150,23 @@ def test_whole_photo_with_the_default_detector(tmp_path, small_checkpoint, capsy
     assert 150 < (x1 + x2) / 2 < 300 and 50 < (y1 + y2) / 2 < 200  # Eileen Collins' face
     assert (out / "faces" / "astronaut_00_restored.png").is_file()
     assert (out / "compare" / "astronaut_00.png").is_file()
+
+
+def test_photo_with_a_hundred_faces(tmp_path, small_checkpoint):
+    """A 10 x 10 grid of the example face: every face is found, restored in batches and pasted."""
+    from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
+    from faceprior.restorer import FaceRestorer
+
+    try:
+        mtcnn_weights_dir()
+    except MTCNNWeightsError as error:
+        pytest.skip(f"MTCNN weights unavailable: {error}")
+    face = np.asarray(Image.open(REPO / "examples" / "astronaut.png").convert("RGB").crop((150, 30, 300, 200)).resize((100, 110)))
+    grid = np.tile(face, (10, 10, 1))
+    restorer = FaceRestorer(model=small_checkpoint, batch_size=16)
+    result = restorer.restore(grid)
+    assert len(result.faces) == 100
+    centres = sorted((round(float(f.box[1] + f.box[3]) / 2 // 110), round(float(f.box[0] + f.box[2]) / 2 // 100))
+                     for f in result.faces)
+    assert centres == [(row, col) for row in range(10) for col in range(10)]  # one face per cell
+    assert result.image.shape == grid.shape and np.any(result.image != grid)
