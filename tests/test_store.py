@@ -50,8 +50,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.truncate_after is not None:
             body = body[: self.server.truncate_after]  # promise everything, then hang up
             self.close_connection = True
-        self.wfile.write(body)
+        # Counted before the write: the client may finish reading (and the test assert) before
+        # this thread runs again.
         self.server.bytes_sent += len(body)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
