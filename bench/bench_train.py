@@ -72,7 +72,7 @@ def main() -> None:
           f"device {device}, {args.threads} threads")
     print(f"data loading: {data_seconds:.3f} s per batch (one worker's work; overlapped by DataLoader workers)")
     for name, values in times.items():
-        print(f"{name}: {statistics.median(values):.3f} s/iter median, {min(values):.3f} min over {len(values)} iterations")
+        print(f"{name}: {statistics.median(values):.3f} s/iter median (fastest {min(values):.3f}) over {len(values)} iterations")
     ratio = statistics.median(times["bf16"]) / statistics.median(times["fp32"])
     print(f"bf16 autocast / fp32 = {ratio:.2f} (median time per iteration; < 1: bf16 is faster)")
 
