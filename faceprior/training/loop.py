@@ -56,6 +56,7 @@ from faceprior.training.distributed import (
     setup_distributed,
 )
 from faceprior.training.logging import NullLogger, ScalarLogger
+from faceprior.training.losses import gan_loss_wgan_softplus, lazy_r1_loss
 from faceprior.weights.checkpoint import CheckpointError, read_state_dict
 from faceprior.weights.loading import load_state_dict_strict
 
@@ -91,6 +92,30 @@ def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
     for module in modules:
         for param in module.parameters():
             param.requires_grad_(flag)
+
+
+def discriminator_backward(ctx: DistributedContext, net_d: nn.Module, fake: torch.Tensor, real: torch.Tensor,
+                           r1_weight: float, r1_every: int, do_r1: bool, last_micro_batch: bool,
+                           accum: int, add) -> None:
+    """One micro-batch of the StyleGAN2 discriminator step (both trainers): softplus logistic
+    loss on real and fake images, plus the lazy R1 penalty when ``do_r1`` (``real`` must then
+    require grad), backpropagated divided by ``accum``; DDP gradient sync only on the last
+    micro-batch. ``add(name, value)`` records the logged scalars."""
+    with ctx.no_sync(net_d, not last_micro_batch):
+        with ctx.autocast():
+            fake_pred = net_d(fake).float()
+            real_pred = net_d(real).float()
+        l_d = gan_loss_wgan_softplus(real_pred, True, is_disc=True) + gan_loss_wgan_softplus(
+            fake_pred, False, is_disc=True)
+        total = l_d
+        if do_r1:
+            l_d_r1 = lazy_r1_loss(real_pred, real, r1_weight, r1_every)
+            total = total + l_d_r1
+            add("l_d_r1", l_d_r1)
+        (total / accum).backward()
+    add("l_d", l_d)
+    add("real_score", real_pred.mean())
+    add("fake_score", fake_pred.mean())
 
 
 def lr_factor(iteration: int, milestones: Sequence[int], gamma: float) -> float:

@@ -57,10 +57,16 @@ from faceprior.training.losses import (
     gan_loss_wgan_softplus,
     identity_loss,
     l1_loss,
-    lazy_r1_loss,
     pyramid_l1_loss,
 )
-from faceprior.training.loop import TrainerBase, read_warm_start, run_training, set_requires_grad, to_uint8
+from faceprior.training.loop import (
+    TrainerBase,
+    discriminator_backward,
+    read_warm_start,
+    run_training,
+    set_requires_grad,
+    to_uint8,
+)
 from faceprior.weights.loading import load_state_dict_strict
 
 __all__ = ["GFPGANTrainer", "build_validation_set", "train"]
@@ -271,21 +277,8 @@ class GFPGANTrainer(TrainerBase):
         do_r1 = w.enabled("r1") and iteration % w.r1_every == 0
         for index, (output, gt, _, _) in enumerate(kept):
             real = gt.detach().requires_grad_(True) if do_r1 else gt
-            with ctx.no_sync(self.d_ddp, index < accum - 1):
-                with ctx.autocast():
-                    fake_pred = self.d_ddp(output).float()
-                    real_pred = self.d_ddp(real).float()
-                l_d = gan_loss_wgan_softplus(real_pred, True, is_disc=True) + gan_loss_wgan_softplus(
-                    fake_pred, False, is_disc=True)
-                total = l_d
-                if do_r1:
-                    l_d_r1 = lazy_r1_loss(real_pred, real, w.r1, w.r1_every)
-                    total = total + l_d_r1
-                    add("l_d_r1", l_d_r1)
-                (total / accum).backward()
-            add("l_d", l_d)
-            add("real_score", real_pred.mean())
-            add("fake_score", fake_pred.mean())
+            discriminator_backward(ctx, self.d_ddp, output, real, w.r1, w.r1_every, do_r1,
+                                   index == accum - 1, accum, add)
         self.optimizer_d.step()
 
         # 4. Facial-component discriminator steps.

@@ -39,8 +39,8 @@ from faceprior.training.config import ConfigError, TrainConfig, lazy_regularizat
 from faceprior.training.degradations import list_image_files, read_float_image, resize_image
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
-from faceprior.training.losses import gan_loss_wgan_softplus, lazy_path_length_loss, lazy_r1_loss
-from faceprior.training.loop import TrainerBase, run_training, set_requires_grad, to_uint8
+from faceprior.training.losses import gan_loss_wgan_softplus, lazy_path_length_loss
+from faceprior.training.loop import TrainerBase, discriminator_backward, run_training, set_requires_grad, to_uint8
 
 __all__ = ["FaceImageFolder", "StyleGAN2Trainer", "generate_grid", "load_generator_for_sampling", "train"]
 
@@ -169,21 +169,8 @@ class StyleGAN2Trainer(TrainerBase):
                 fake, _ = self.net_g(self.mixing_noise(real.shape[0]))
             if do_r1:
                 real = real.detach().requires_grad_(True)
-            with ctx.no_sync(self.d_ddp, index < accum - 1):
-                with ctx.autocast():
-                    fake_pred = self.d_ddp(fake.float()).float()
-                    real_pred = self.d_ddp(real).float()
-                l_d = gan_loss_wgan_softplus(real_pred, True, is_disc=True) + gan_loss_wgan_softplus(
-                    fake_pred, False, is_disc=True)
-                total = l_d
-                if do_r1:
-                    l_d_r1 = lazy_r1_loss(real_pred, real, w.r1, w.r1_every)
-                    total = total + l_d_r1
-                    add("l_d_r1", l_d_r1)
-                (total / accum).backward()
-            add("l_d", l_d)
-            add("real_score", real_pred.mean())
-            add("fake_score", fake_pred.mean())
+            discriminator_backward(ctx, self.d_ddp, fake.float(), real, w.r1, w.r1_every, do_r1,
+                                   index == accum - 1, accum, add)
         self.optimizer_d.step()
 
         # 2. Generator step (D frozen), with lazy path-length regularisation.
