@@ -128,6 +128,21 @@ def time_interleaved(variants: Dict[str, Forward], x: torch.Tensor, repeats: int
     return times
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM of /proc/self/status; ru_maxrss where that is missing).
+
+    ru_maxrss is not used on Linux: it carries over the parent's RSS through fork + exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_rss_subprocess(variant: str, threads: int, batch: int) -> List[float]:
     """Peak RSS (MiB) of a fresh process that builds the model and runs ``variant`` twice at batch 1,
     then twice at ``batch``: [after batch 1, after batch ``batch``]."""
@@ -161,7 +176,7 @@ def main() -> None:
                     x = load_faces(batch)
                     for _ in range(2):
                         forward(x)
-                    peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                    peaks.append(peak_rss_mib())
         print(json.dumps({"peak_rss_mib": peaks}))
         return
 

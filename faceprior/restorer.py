@@ -25,7 +25,7 @@ from torch import nn
 
 from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
-from faceprior.face.paste import face_mask, paste_faces
+from faceprior.face.paste import paste_faces
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
 from faceprior.image_io import dtype_max, from_float01, to_float01, to_rgb_array
 from faceprior.weights.loading import load_model

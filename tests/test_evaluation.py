@@ -38,7 +38,7 @@ from faceprior.image_io import read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr, ssim
 from faceprior.models import create_model
 from faceprior.restorer import FaceRestorer
-from faceprior.training.config import config_from_dict
+from faceprior.training.config import TrainConfig, config_from_dict
 from faceprior.training.degradations import DegradationParams, apply_degradation, read_float_image
 
 SMALL_CKPT = "ckpt/GFPGANv1Clean_small.pth"  # 128 px, random weights
@@ -277,7 +277,7 @@ def test_cli_evaluate_baselines_only(testset128, tmp_path, capsys):
 # ablation
 
 
-def _tiny_base_config(train_dir: Path, out_dir: Path, **losses) -> "TrainConfig":
+def _tiny_base_config(train_dir: Path, out_dir: Path, **losses) -> TrainConfig:
     return config_from_dict({
         "task": "gfpgan",
         "model": {"arch": "GFPGANv1Clean", "fix_decoder": False, "random_arcface": True, "random_vgg": True,
