@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -138,6 +139,37 @@ class Workspace:
         return sum(block.numel() for block in self.free + list(self.used.values()))
 
 
+_upsample_threads: Optional[ThreadPoolExecutor] = None
+
+
+def upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 of x [B, C, h, w] (channels-last) into ``out`` [B, C, 2h, 2w], row bands in parallel.
+
+    PyTorch's channels-last bilinear kernel runs on one thread at batch 1, so with n intra-op
+    threads the output rows are cut into n bands, each computed by ``upsample_bilinear2d`` on its
+    input rows (plus one row below) from its own Python thread (the op releases the GIL). With the
+    explicit scale 2 every output row of a band is exact except the first of each band after the
+    first, which needs the input row above the band; those rows are recomputed at the end.
+    """
+    global _upsample_threads
+    b, c, h, w = x.shape
+    parts = min(torch.get_num_threads(), h // 2)
+    if b != 1 or parts < 2 or h % parts:
+        return torch._C._nn.upsample_bilinear2d(x, [2 * h, 2 * w], False, 2.0, 2.0, out=out)
+    if _upsample_threads is None:
+        _upsample_threads = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="faceprior-upsample")
+    rows = h // parts
+    jobs = [_upsample_threads.submit(torch._C._nn.upsample_bilinear2d, x[:, :, k * rows:min((k + 1) * rows + 1, h)],
+                                     [2 * rows, 2 * w], False, 2.0, 2.0, out=out[:, :, 2 * k * rows:2 * (k + 1) * rows])
+            for k in range(parts)]
+    for job in jobs:
+        job.result()
+    for k in range(1, parts):  # output row 2 k rows = 0.25 * x[k rows - 1] + 0.75 * x[k rows] (bilinear along w)
+        seam = torch._C._nn.upsample_bilinear2d(x[:, :, k * rows - 1:k * rows + 1], [4, 2 * w], False, 2.0, 2.0)
+        out[:, :, 2 * k * rows] = seam[:, :, 2]
+    return out
+
+
 # Feature maps smaller than POOL_MIN_BYTES come from the allocator, larger ones from the Workspace.
 # Conv outputs come from the allocator (with oneDNN's fused leaky ReLU) below CONV_POOL_MIN_BYTES:
 # glibc serves blocks below its largest mmap threshold (32 MiB) from the heap again after the
@@ -208,7 +240,7 @@ class Ops:
         out = self._buffer((b, c, 2 * h, 2 * w), x.dtype)
         if out is None:
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return torch._C._nn.upsample_bilinear2d(x, [2 * h, 2 * w], False, 2.0, 2.0, out=out)
+        return upsample_into(x, out)
 
     def packed(self, cache: Dict[Tuple[int, ...], torch.Tensor], weight: torch.Tensor, x: torch.Tensor,
                padding: int, groups: int = 1) -> torch.Tensor:

@@ -1,0 +1,64 @@
+"""ONNX export (faceprior.inference.onnx_export) checked with onnxruntime against the official reference outputs.
+
+Skipped when onnx / onnxruntime are not installed (optional extras: pip install onnx onnxruntime).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceprior.inference.onnx_export import ExportError, add_export_command, export_onnx, onnx_session
+from faceprior.models import GFPGANBilinear, GFPGANv1, GFPGANv1Clean
+from reference_utils import load_reference_model
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-4
+
+
+def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(onnx_session(path, num_threads=2).run(["image"], {"input": x.numpy()})[0])
+
+
+@pytest.mark.parametrize("name, model_class", [("GFPGANv1Clean_small", GFPGANv1Clean),
+                                               ("GFPGANBilinear_small", GFPGANBilinear)])
+def test_onnxruntime_matches_the_reference_for_any_batch(reference_dir: Path, tmp_path: Path, name, model_class):
+    model, ref = load_reference_model(reference_dir, name, model_class)
+    path = export_onnx(model, tmp_path / "sub" / f"{name}.onnx")
+    assert path.is_file()
+    x, expected = ref["input"], ref["out_fixed_noise"]["image"]  # batch 2, stored noise
+    assert (run_onnx(path, x) - expected).abs().max().item() <= TOLERANCE
+    # The batch axis is dynamic: 1 and 3 faces through the same file.
+    assert (run_onnx(path, x[1:]) - expected[1:]).abs().max().item() <= TOLERANCE
+    three = torch.cat([x, x[:1]])
+    assert (run_onnx(path, three)[2:] - expected[:1]).abs().max().item() <= TOLERANCE
+
+
+def test_export_check_and_errors(reference_dir: Path, tmp_path: Path):
+    model, _ = load_reference_model(reference_dir, "GFPGANv1Clean_small", GFPGANv1Clean)
+    export_onnx(model, tmp_path / "checked.onnx", check=True)  # raises if ORT differs by > 1e-4
+    with pytest.raises(ExportError, match="opset 9"):
+        export_onnx(model, tmp_path / "old.onnx", opset=9)
+    with pytest.raises(ExportError, match="GFPGANv1"):
+        export_onnx(GFPGANv1(out_size=32, num_style_feat=16, narrow=0.03125), tmp_path / "v1.onnx")
+    assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "v1.onnx").exists()
+
+
+def test_export_command(reference_dir: Path, tmp_path: Path, capsys):
+    from faceprior.cli import CommandError
+
+    parser = argparse.ArgumentParser(prog="faceprior")
+    add_export_command(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "model.onnx"
+    checkpoint = str(reference_dir / "ckpt" / "GFPGANv1Clean_small.pth")
+    args = parser.parse_args(["export", checkpoint, "--format", "onnx", "-o", str(out), "--check"])
+    assert args.run(args) == 0
+    assert out.is_file() and "onnxruntime check passed" in capsys.readouterr().out
+    args = parser.parse_args(["export", checkpoint, "-o", str(out)])
+    with pytest.raises(CommandError, match="exists"):
+        args.run(args)
