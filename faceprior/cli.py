@@ -20,6 +20,7 @@ import torch
 from faceprior import __version__
 from faceprior.batch import find_inputs, format_summary, restore_files
 from faceprior.image_io import DEFAULT_MAX_PIXELS
+from faceprior.inference.onnx_export import add_export_command
 from faceprior.models import create_model
 from faceprior.restorer import FaceRestorer, NoModelError
 from faceprior.weights.checkpoint import CheckpointError, read_state_dict_and_key, save_state_dict
@@ -510,6 +511,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_sample_command,
     add_degrade_command,
     add_prepare_components_command,
+    add_export_command,
 )
 
 
