@@ -159,3 +159,20 @@ def test_compiled_module_falls_back_to_eager_with_one_warning(reference_dir: Pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         compiled(ref["input"], return_rgb=False, randomize_noise=False)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 8, 6, 10), (1, 5, 12, 7), (2, 4, 8, 8), (1, 3, 2, 4)])
+def test_parallel_upsampling_equals_interpolate(threads, shape):
+    """upsample_into (row bands on several threads, seams recomputed) is exactly F.interpolate x2."""
+    from faceprior.inference.fast_gfpgan import upsample_into
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+        out = torch.empty(shape[0], shape[1], 2 * shape[2], 2 * shape[3]).contiguous(memory_format=torch.channels_last)
+        expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        assert torch.equal(upsample_into(x, out), expected)
+    finally:
+        torch.set_num_threads(previous)

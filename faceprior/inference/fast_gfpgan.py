@@ -340,7 +340,9 @@ class UpBlock(nn.Module):
 
 
 class SFTBranches(nn.Module):
-    """``condition_scale[i]`` and ``condition_shift[i]`` fused: conv(C -> 2C) + lrelu, grouped conv(2C -> 2C_sft, groups=2).
+    """``condition_scale[i]`` and ``condition_shift[i]`` fused.
+
+    One conv C -> 2C + lrelu (the two first convs), one grouped conv 2C -> 2 C_sft (groups=2).
 
     ``forward``: U-Net features [B, C, r, r] -> (maps [B, 2 C_sft, r, r], scale, shift): scale and
     shift are the two channel halves of ``maps``, [B, C_sft, r, r] each.
@@ -631,7 +633,8 @@ class FastGFPGAN(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is [B, 3, S, S] on the CPU."""
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != self.out_size or x.shape[3] != self.out_size:
-            raise ValueError(f"FastGFPGAN: expected faces [B, 3, {self.out_size}, {self.out_size}], got {list(x.shape)}")
+            raise ValueError(f"FastGFPGAN: expected faces [B, 3, {self.out_size}, {self.out_size}], "
+                             f"got {list(x.shape)}")
         if x.device.type != "cpu":
             raise ValueError(f"FastGFPGAN: runs on the CPU, got a tensor on {x.device}")
 
@@ -695,14 +698,17 @@ class FastGFPGAN(nn.Module):
 
 
 def clean_state_dict(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(GFPGANv1Clean-layout float32 state dict, FastGFPGAN kwargs) of a reference generator."""
+    """(GFPGANv1Clean-layout float32 state dict, FastGFPGAN kwargs) of a reference generator.
+
+    Raises UnsupportedModelError (one line) for anything but GFPGANv1Clean and GFPGANBilinear.
+    """
     # Imported here so that importing faceprior.inference stays light.
     from faceprior.models.gfpgan_bilinear import GFPGANBilinear
     from faceprior.models.gfpgan_clean import GFPGANv1Clean
     from faceprior.models.gfpgan_v1 import GFPGANv1
 
-    if isinstance(model, FastGFPGAN):
-        raise UnsupportedModelError("optimize: the model is already a FastGFPGAN")
+    if isinstance(model, (FastGFPGAN, CompiledGFPGAN)):
+        raise UnsupportedModelError(f"the model is already a {type(model).__name__}")
     if isinstance(model, GFPGANv1Clean):
         sd = {k: v.detach().float() for k, v in model.state_dict().items()}
     elif isinstance(model, GFPGANBilinear):
@@ -711,10 +717,10 @@ def clean_state_dict(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], Dict[st
         sd = bilinear_to_clean_state_dict({k: v.detach().float() for k, v in model.state_dict().items()},
                                           lr_mlp=model.stylegan_decoder.lr_mlp)
     elif isinstance(model, GFPGANv1):
-        raise UnsupportedModelError(
-            "optimize: GFPGANv1 (the paper model, FIR up/down-sampling) has no fast path; use the model as it is")
+        raise UnsupportedModelError("GFPGANv1 (the paper model, with FIR up/down-sampling) is not supported; "
+                                    "supported: GFPGANv1Clean, GFPGANBilinear")
     else:
-        raise UnsupportedModelError(f"optimize: no fast path for {type(model).__name__}; "
+        raise UnsupportedModelError(f"{type(model).__name__} is not supported; "
                                     "supported: GFPGANv1Clean, GFPGANBilinear")
     kwargs = dict(log_size=int(model.log_size), num_style_feat=int(model.num_style_feat),
                   different_w=bool(model.different_w), input_is_latent=bool(model.input_is_latent),
@@ -749,7 +755,10 @@ def optimize(model: nn.Module, dtype: Optional[torch.dtype | str] = torch.float3
         warnings.warn("optimize: no native bfloat16 on this CPU (AMX / AVX512-BF16 with oneDNN); using float32",
                       RuntimeWarning, stacklevel=2)
         dtype = torch.float32
-    sd, kwargs = clean_state_dict(model)
+    try:
+        sd, kwargs = clean_state_dict(model)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"optimize: {e}; keep using the reference model") from None
     fast = FastGFPGAN(sd, dtype=dtype, **kwargs).eval()
     return CompiledGFPGAN(fast) if compile else fast
 
@@ -769,7 +778,7 @@ class CompiledGFPGAN(nn.Module):
         self.fast = fast
         self.log_size, self.out_size = fast.log_size, fast.out_size
         self.failed = False
-        self._compiled = torch.compile(self._forward_plain, dynamic=False)
+        self._compiled: Optional[Any] = None  # made on the first call (importing inductor takes seconds)
 
     def _forward_plain(self, x: torch.Tensor, return_rgb: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         return self.fast._forward(Ops(False), x, return_rgb, False)
@@ -780,6 +789,8 @@ class CompiledGFPGAN(nn.Module):
             return self.fast(x, return_rgb=return_rgb, randomize_noise=randomize_noise)
         self.fast.check_input(x)
         try:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._forward_plain, dynamic=False)
             with torch.no_grad():
                 return self._compiled(x, return_rgb)
         except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly

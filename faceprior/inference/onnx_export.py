@@ -75,7 +75,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_
     try:
         generator = OnnxGenerator(model)
     except UnsupportedModelError as e:
-        raise ExportError(f"{path}: {e}") from None
+        raise ExportError(f"{path}: cannot export: {e}") from None
     size = generator.net.out_size
     example = torch.rand(batch_size, 3, size, size) * 2 - 1
     path.parent.mkdir(parents=True, exist_ok=True)
