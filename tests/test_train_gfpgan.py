@@ -39,25 +39,11 @@ from faceprior.training.losses import LossWeights
 from faceprior.training.train_gfpgan import GFPGANTrainer, train
 from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, save_state_dict
 
-from train_helpers import REPO_ROOT, flat_tensors, make_component_file, make_face_folder, tiny_config
+from train_helpers import REPO_ROOT, faces, flat_tensors, make_component_file, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 pytest.importorskip("yaml")
 pytestmark = [pytest.mark.filterwarnings("ignore:.*RANDOMLY INITIALISED:UserWarning"),
               pytest.mark.filterwarnings("ignore:.*component_boxes is not set:UserWarning")]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: two threads on a CPU shared with other processes are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    return make_face_folder(tmp_path_factory.mktemp("faces") / "faces")
 
 
 @pytest.fixture(scope="module")

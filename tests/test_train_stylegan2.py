@@ -18,7 +18,7 @@ from faceprior.training.train_gfpgan import GFPGANTrainer
 from faceprior.training.train_stylegan2 import train
 from faceprior.weights.checkpoint import read_checkpoint
 
-from train_helpers import flat_tensors, make_face_folder, tiny_config
+from train_helpers import faces, flat_tensors, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 pytest.importorskip("yaml")
 pytestmark = pytest.mark.filterwarnings("ignore:.*component_boxes is not set:UserWarning")
@@ -39,20 +39,6 @@ def prior_config(faces: Path, out_dir: Path, **train_updates):
         "train": {"out_dir": str(out_dir), "total_iter": 4, "save_every": 2, "val_every": 2, "log_every": 1,
                   "num_threads": 1, "device": "cpu", **train_updates},
     }, source="stylegan2 test config")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: two threads on a CPU shared with other processes are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    return make_face_folder(tmp_path_factory.mktemp("faces") / "faces")
 
 
 @pytest.fixture(scope="module")

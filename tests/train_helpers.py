@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pytest
 import torch
 
 from faceprior.image_io import write_image
@@ -26,6 +27,22 @@ def make_face_folder(folder: Path, count: int = 8, size: int = 32, seed: int = 0
         image = image[0].clamp(0, 1).permute(1, 2, 0).numpy()
         write_image(folder / f"{i:05d}.png", image)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: two threads on a CPU shared with other processes are many times slower.
+    Autouse in every test module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """A module-wide folder of 8 synthetic 32 px faces."""
+    return make_face_folder(tmp_path_factory.mktemp("faces") / "faces")
 
 
 def make_component_file(path: Path, folder: Path, size: int = 32) -> Path:
