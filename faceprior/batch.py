@@ -211,6 +211,7 @@ def _write_report(report_path: Path, source: Path, target: Path, restorer: FaceR
         "input": str(source),
         "output": str(target),
         "model": restorer.choice.name,
+        "network": restorer.precision_note,
         "upscale": restorer.upscale,
         "weight": restorer.weight,
         "faces": [face.to_json() for face in result.faces],

@@ -22,7 +22,7 @@ from faceprior.batch import find_inputs, format_summary, restore_files
 from faceprior.image_io import DEFAULT_MAX_PIXELS
 from faceprior.inference.onnx_export import add_export_command
 from faceprior.models import create_model
-from faceprior.restorer import FaceRestorer, NoModelError
+from faceprior.restorer import PRECISIONS, FaceRestorer, NoModelError
 from faceprior.weights.checkpoint import CheckpointError, read_state_dict_and_key, save_state_dict
 from faceprior.weights.loading import (
     ArchitectureError,
@@ -184,6 +184,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="use random decoder noise from seed S (default: the stored noise, deterministic)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32: fast path, same results to ~1e-5 (default); reference: the unmodified forward; "
+                        "bf16: bfloat16 (~4x faster on CPUs with AVX512-BF16/AMX, ~50 dB PSNR vs fp32); "
+                        "auto: bf16 where native, else fp32")
     parser.add_argument("--ext", default=None, help="output format (jpg, png, webp, bmp, tif); default: the input's")
     parser.add_argument("--save-faces", action="store_true", help="also write the aligned and restored face crops")
     parser.add_argument("--save-compare", action="store_true", help="also write input|restored face comparisons")
@@ -207,10 +211,12 @@ def run_restore(args: argparse.Namespace) -> int:
             model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
             aligned=args.aligned, only_center_face=args.only_center_face, min_face=args.min_face,
             max_faces=args.max_faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
-            upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None)
+            upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
+            precision=args.precision)
     except (NoModelError, ValueError) as e:
         raise CommandError(str(e)) from None
-    print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason})", file=sys.stderr)
+    print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
+          file=sys.stderr)
     summary = restore_files(
         restorer, inputs, args.output, ext=args.ext, skip_existing=args.skip_existing, overwrite=args.overwrite,
         save_faces=args.save_faces, save_compare=args.save_compare, save_report=args.report,

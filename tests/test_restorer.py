@@ -10,6 +10,7 @@ from faceprior.face.paste import face_mask, face_to_image_matrix
 from faceprior.face.align import warp_affine
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
 from faceprior.restorer import FaceRestorer, NoModelError, choose_model, select_faces
+from faceprior.weights import registry
 from faceprior.weights.loading import load_model
 
 
@@ -51,7 +52,8 @@ def _reference_forward(model, faces_uint8: np.ndarray) -> np.ndarray:
 def test_aligned_mode_equals_the_model_forward_exactly(small_checkpoint):
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
-    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True)
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, precision="reference")
+    assert restorer.network is restorer.model
     model = load_model(small_checkpoint)
     for face in faces:
         result = restorer.restore(face)
@@ -61,11 +63,26 @@ def test_aligned_mode_equals_the_model_forward_exactly(small_checkpoint):
     np.testing.assert_array_equal(restorer.restore_aligned(faces), _reference_forward(model, faces))
 
 
+def test_default_fast_path_matches_the_reference_forward(small_checkpoint):
+    faces = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True)
+    assert type(restorer.network).__name__ == "FastGFPGAN" and "fast CPU path, float32" in restorer.precision_note
+    difference = np.abs(restorer.restore_aligned(faces).astype(int) - _reference_forward(load_model(small_checkpoint), faces))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3  # float32 summation order only
+
+
+def test_models_without_a_fast_path_run_the_reference_forward(reference_dir):
+    restorer = FaceRestorer(model=str(reference_dir / "ckpt" / "GFPGANv1_small.pth"), aligned=True)
+    assert restorer.network is restorer.model and "no fast path for GFPGANv1" in restorer.precision_note
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FaceRestorer(model=str(reference_dir / "ckpt" / "GFPGANv1_small.pth"), aligned=True, precision="fp64")
+
+
 def test_whole_image_changes_only_inside_the_pasted_masks(small_checkpoint):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     landmarks = np.stack([_face_landmarks(120, 150, 40), _face_landmarks(290, 140, 55)])
-    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks))
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), precision="reference")
     result = restorer.restore(image)
     assert len(result.faces) == 2
     assert result.image.shape == image.shape and result.image.dtype == np.uint8
@@ -147,7 +164,8 @@ def test_select_faces_filters():
     assert len(first) == 1 and np.allclose(first[0], big)
 
 
-def test_no_model_error_names_the_file_to_put_where(tmp_path):
+def test_no_model_error_names_the_file_to_put_where(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundled-model")
     with pytest.raises(NoModelError, match=r"GFPGANv1\.4\.pth .*at .*weights"):
         choose_model(None, cache_dir=str(tmp_path))
 

@@ -22,6 +22,21 @@ FFHQ_TEMPLATE_512 = np.array(
     dtype=np.float64,
 )
 
+# The framing of faces-train-256 (CelebA-HQ tight crops, 256x256), the training data of the bundled
+# model "faceprior-256": the mean MTCNN landmarks of the main face over its 9,000 images (8,916
+# detected; std 4-11 px per coordinate). Reproduce with
+#   python tools/derive_template.py ../shared/data/faces-train-256
+CELEBA_HQ_TEMPLATE_256 = np.array(
+    [
+        [86.436, 83.095],
+        [169.749, 82.398],
+        [125.487, 135.209],
+        [92.073, 175.533],
+        [163.970, 174.716],
+    ],
+    dtype=np.float64,
+)
+
 
 def scale_template(template: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
     """Rescale a [5, 2] template made for ``from_size`` crops to ``to_size`` crops."""

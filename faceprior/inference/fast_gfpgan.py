@@ -142,6 +142,13 @@ class Workspace:
 _upsample_threads: Optional[ThreadPoolExecutor] = None
 
 
+def _upsample_band(x: torch.Tensor, out: torch.Tensor, rows: int, w: int) -> None:
+    # Worker threads do not inherit the caller's inference / no-grad mode (thread-local): enter the
+    # one that lets them write into ``out``.
+    with torch.inference_mode(out.is_inference()):
+        torch._C._nn.upsample_bilinear2d(x, [2 * rows, 2 * w], False, 2.0, 2.0, out=out)
+
+
 def upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Bilinear x2 of x [B, C, h, w] (channels-last) into ``out`` [B, C, 2h, 2w], row bands in parallel.
 
@@ -159,8 +166,8 @@ def upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     if _upsample_threads is None:
         _upsample_threads = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="faceprior-upsample")
     rows = h // parts
-    jobs = [_upsample_threads.submit(torch._C._nn.upsample_bilinear2d, x[:, :, k * rows:min((k + 1) * rows + 1, h)],
-                                     [2 * rows, 2 * w], False, 2.0, 2.0, out=out[:, :, 2 * k * rows:2 * (k + 1) * rows])
+    jobs = [_upsample_threads.submit(_upsample_band, x[:, :, k * rows:min((k + 1) * rows + 1, h)],
+                                     out[:, :, 2 * k * rows:2 * (k + 1) * rows], rows, w)
             for k in range(parts)]
     for job in jobs:
         job.result()

@@ -1,8 +1,8 @@
-"""The registered models: the officially released GFP-GAN weights, by name.
+"""The registered models: the officially released GFP-GAN weights and the bundled default, by name.
 
 ``MODELS`` is a plain dict ``{name: RegisteredModel}``; every entry says where the file is
-published, how to check it, and exactly which network (class name + constructor kwargs) it
-belongs to. :func:`faceprior.load_model` accepts these names.
+published (or that it ships inside the package), how to check it, and exactly which network
+(class name + constructor kwargs) it belongs to. :func:`faceprior.load_model` accepts these names.
 
 SHA-256 values and sizes are the ones published for the official release files. Where no value
 could be established from public sources the field is None and that check is skipped:
@@ -19,14 +19,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from faceprior.face.templates import FFHQ_TEMPLATE_512
-from faceprior.weights.store import fetch, weights_dir
+from faceprior.face.templates import CELEBA_HQ_TEMPLATE_256, FFHQ_TEMPLATE_512
+from faceprior.weights.store import WeightsUnavailableError, fetch, sha256_of_file, weights_dir
 
 __all__ = ["MODELS", "RegisteredModel", "cached_models", "fetch_registered", "get_registered", "registered_path"]
 
 _RELEASES = "https://github.com/TencentARC/GFPGAN/releases/download"
 
 _GFPGAN_LICENSE = "Apache-2.0"
+
+# Where bundled weight files live: the package's data folder (installed with it, see pyproject.toml).
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,9 @@ class RegisteredModel:
 
     Attributes:
         name: the name users pass to ``load_model`` (e.g. ``"gfpgan-1.4"``).
-        filename: file name of the release asset, also its name in the weight cache.
-        url: official download URL.
+        filename: file name of the release asset, also its name in the weight cache (or, for a
+            bundled model, in the package's data folder).
+        url: official download URL; None for a bundled model.
         sha256: hex SHA-256 of the release file, or None if unknown (then not checked).
         size: size in bytes, or None if unknown.
         arch: official class name of the network (a key of ``faceprior.models.ARCHITECTURES``).
@@ -46,11 +50,12 @@ class RegisteredModel:
         license: licence of the released weights, as stated by the publisher.
         description: one line on what the model is.
         mirrors: extra download locations of the same file (tried after ``url``).
+        bundled: True when the file ships inside the package (``BUNDLED_DIR``): never downloaded.
     """
 
     name: str
     filename: str
-    url: str
+    url: str | None
     sha256: str | None
     size: int | None
     arch: str
@@ -60,6 +65,7 @@ class RegisteredModel:
     license: str
     description: str
     mirrors: tuple[str, ...] = ()
+    bundled: bool = False
 
 
 def _gfpgan_kwargs(**overrides: Any) -> Mapping[str, Any]:
@@ -137,6 +143,21 @@ MODELS: dict[str, RegisteredModel] = {
             description="Clean architecture; more details and better identity than 1.3",
             mirrors=(f"{_RELEASES}/v1.3.4/GFPGANv1.4.pth",),
         ),
+        RegisteredModel(
+            name="faceprior-256",
+            filename="faceprior-256.safetensors",
+            url=None,
+            sha256=None,
+            size=None,
+            arch="GFPGANv1Clean",
+            # configs/gfpgan_clean_256_cpu.yaml
+            kwargs=_gfpgan_kwargs(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, narrow=0.125),
+            input_size=256,
+            face_template=CELEBA_HQ_TEMPLATE_256,
+            license="non-commercial research (trained on CelebA-HQ)",
+            description="Small GFP-GAN trained by this project on a CPU; ships with the package (docs/default_model.md)",
+            bundled=True,
+        ),
     )
 }
 
@@ -150,12 +171,15 @@ def get_registered(name: str) -> RegisteredModel:
 
 
 def registered_path(entry: RegisteredModel, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where ``entry``'s file lives in the weight cache (whether or not it is there)."""
+    """Where ``entry``'s file lives: the weight cache (whether or not it is there), or the
+    package's data folder for a bundled model."""
+    if entry.bundled:
+        return BUNDLED_DIR / entry.filename
     return weights_dir(cache_dir) / entry.filename
 
 
 def cached_models(cache_dir: str | os.PathLike | None = None) -> dict[str, Path]:
-    """``{name: path}`` of the registered models whose file is present in the weight cache.
+    """``{name: path}`` of the registered models whose file is present (weight cache or package).
 
     Presence only (a file with the registered name); checksums are verified when a model is loaded.
     """
@@ -163,7 +187,9 @@ def cached_models(cache_dir: str | os.PathLike | None = None) -> dict[str, Path]
 
 
 def fetch_registered(entry: RegisteredModel, progress: bool = True, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Download (if needed) and verify ``entry``'s file; returns its path in the cache."""
+    """Download (if needed) and verify ``entry``'s file; returns its path (cache or package)."""
+    if entry.bundled:
+        return _verified_bundled_file(entry)
     return fetch(
         entry.url,
         filename=entry.filename,
@@ -173,3 +199,18 @@ def fetch_registered(entry: RegisteredModel, progress: bool = True, cache_dir: s
         progress=progress,
         cache_dir=cache_dir,
     )
+
+
+def _verified_bundled_file(entry: RegisteredModel) -> Path:
+    """The bundled file of ``entry`` after a size and SHA-256 check (never downloaded, never deleted)."""
+    path = registered_path(entry)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{path}: the bundled model file {entry.filename} is missing from this installation "
+                                      "of faceprior; reinstall the package")
+    if entry.size is not None and path.stat().st_size != entry.size:
+        raise WeightsUnavailableError(f"{path}: bundled model file has {path.stat().st_size} bytes, expected {entry.size}; "
+                                      "reinstall the package")
+    if entry.sha256 is not None and sha256_of_file(path) != entry.sha256:
+        raise WeightsUnavailableError(f"{path}: bundled model file does not match its SHA-256 {entry.sha256}; "
+                                      "reinstall the package")
+    return path

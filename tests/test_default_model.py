@@ -1,0 +1,88 @@
+"""The bundled default model "faceprior-256": registry entry, fallback choice, integrity checks.
+
+Tests that build their own bundled folder use random weights of the registered architecture; the
+last tests check the file that actually ships in faceprior/data/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceprior.face.templates import CELEBA_HQ_TEMPLATE_256
+from faceprior.models import create_model
+from faceprior.restorer import FaceRestorer, NoModelError, choose_model
+from faceprior.weights import registry
+from faceprior.weights.registry import MODELS, cached_models, fetch_registered, registered_path
+from faceprior.weights.safetensors import save_safetensors
+from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
+
+NAME = "faceprior-256"
+
+
+@pytest.fixture
+def random_bundle(monkeypatch, tmp_path: Path) -> Path:
+    """An fp16 safetensors of random faceprior-256 weights as the bundled file, registry entry pinned to it."""
+    entry = MODELS[NAME]
+    torch.manual_seed(0)
+    model = create_model(entry.arch, **entry.kwargs)
+    path = tmp_path / "bundled" / entry.filename
+    path.parent.mkdir()
+    save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
+    monkeypatch.setattr(registry, "BUNDLED_DIR", path.parent)
+    monkeypatch.setitem(MODELS, NAME, replace(entry, sha256=sha256_of_file(path), size=path.stat().st_size))
+    return path
+
+
+def test_bundled_model_is_the_fallback_when_the_cache_is_empty(random_bundle: Path, tmp_path: Path):
+    assert cached_models(tmp_path / "empty-cache") == {NAME: random_bundle}
+    choice = choose_model(None, cache_dir=str(tmp_path / "empty-cache"))
+    assert choice.name == NAME and choice.input_size == 256
+    assert "bundled default model" in choice.reason and "GFPGANv1.4.pth" in choice.reason
+    np.testing.assert_array_equal(choice.template, CELEBA_HQ_TEMPLATE_256)
+    assert type(choice.model).__name__ == "GFPGANv1Clean" and next(choice.model.parameters()).dtype == torch.float32
+
+
+def test_official_model_in_the_cache_wins_over_the_bundled_one(random_bundle: Path, tmp_path: Path, reference_dir: Path,
+                                                               monkeypatch):
+    config = json.loads((reference_dir / "index.json").read_text())["configs"]["GFPGANv1Clean_small"]
+    monkeypatch.setitem(MODELS, "gfpgan-1.3", replace(MODELS["gfpgan-1.3"], sha256=None, size=None, kwargs=config["kwargs"]))
+    cache = tmp_path / "cache"
+    (cache / "weights").mkdir(parents=True)
+    shutil.copy(reference_dir / config["ckpt"], cache / "weights" / "GFPGANv1.3.pth")
+    assert choose_model(None, cache_dir=str(cache)).name == "gfpgan-1.3"
+    (cache / "weights" / "GFPGANv1.3.pth").unlink()
+    assert choose_model(None, cache_dir=str(cache)).name == NAME
+
+
+def test_bundled_file_missing_or_altered_is_a_one_line_error(random_bundle: Path, tmp_path: Path):
+    data = bytearray(random_bundle.read_bytes())
+    data[-1] ^= 0xFF
+    random_bundle.write_bytes(bytes(data))
+    with pytest.raises(WeightsUnavailableError, match=r"does not match its SHA-256 .*reinstall"):
+        fetch_registered(MODELS[NAME])
+    random_bundle.unlink()
+    with pytest.raises(WeightsUnavailableError, match="missing from this installation"):
+        fetch_registered(MODELS[NAME])
+    with pytest.raises(NoModelError, match=r"GFPGANv1\.4\.pth"):
+        choose_model(None, cache_dir=str(tmp_path / "empty-cache"))
+
+
+def test_restorer_aligns_faces_to_the_bundled_template(random_bundle: Path, tmp_path: Path):
+    class TemplateDetector:  # one face whose landmarks sit exactly on the template
+        def detect_arrays(self, image):
+            return (np.array([[30, 30, 226, 226]], np.float32), np.ones(1, np.float32),
+                    CELEBA_HQ_TEMPLATE_256[None].astype(np.float32))
+
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=None, detector=TemplateDetector(), cache_dir=str(tmp_path / "empty-cache"))
+    (face,) = restorer.restore(image).faces
+    assert face.aligned.shape == (256, 256, 3) and face.restored.shape == (256, 256, 3)
+    inner = (slice(8, -8), slice(8, -8))  # identity warp: the crop is the image itself
+    assert np.abs(face.aligned[inner].astype(int) - image[inner]).max() <= 1

@@ -1,0 +1,95 @@
+"""Turn a training checkpoint into the bundled default model file (fp16 safetensors).
+
+    python tools/ship_default_model.py /work/runs/gfpgan_256_cpu/models/net_g_00004000.pth \
+        --check-dir /work/runs/testset256/lq [--force]
+
+Loads the checkpoint's EMA weights (``params_ema``) into the network of the registry entry
+"faceprior-256" (strict: every key and shape must fit), stores every floating-point tensor as
+float16 in ``faceprior/data/faceprior-256.safetensors`` (atomic write; an existing file is kept
+unless ``--force``), and measures what float16 storage costs: the PSNR between the outputs of the
+float32 weights and the float16-stored weights (both run in float32) on the faces of
+``--check-dir``. Prints the SHA-256 and size to put into faceprior/weights/registry.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from faceprior.image_io import read_image, to_float01  # noqa: E402
+from faceprior.models import create_model  # noqa: E402
+from faceprior.weights.checkpoint import read_state_dict  # noqa: E402
+from faceprior.weights.loading import load_state_dict_strict  # noqa: E402
+from faceprior.weights.registry import MODELS, registered_path  # noqa: E402
+from faceprior.weights.safetensors import load_safetensors, save_safetensors  # noqa: E402
+from faceprior.weights.store import sha256_of_file  # noqa: E402
+
+NAME = "faceprior-256"
+
+
+def build(state_dict: dict) -> torch.nn.Module:
+    entry = MODELS[NAME]
+    model = create_model(entry.arch, **entry.kwargs)
+    load_state_dict_strict(model, state_dict, source=NAME)
+    return model.eval()
+
+
+def faces_of(folder: Path, size: int, limit: int) -> torch.Tensor:
+    """Up to ``limit`` images of ``folder`` (sorted) as [N, 3, size, size] in [-1, 1]."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
+    images = []
+    for path in files:
+        pixels = to_float01(read_image(path).pixels)
+        if pixels.shape[:2] != (size, size):
+            raise SystemExit(f"{path}: {pixels.shape[1]}x{pixels.shape[0]}, expected {size}x{size} faces")
+        images.append(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1))
+    if not images:
+        raise SystemExit(f"{folder}: no .png/.jpg faces")
+    return torch.stack(images) * 2 - 1
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [-1, 1] batches, over [0, 1] pixel values."""
+    mse = float((((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2) ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="training checkpoint (models/net_g_XXXXXXXX.pth)")
+    parser.add_argument("--check-dir", type=Path, required=True, help="folder of degraded 256x256 faces to compare outputs on")
+    parser.add_argument("--limit", type=int, default=32, help="faces of --check-dir to use (default 32)")
+    parser.add_argument("--force", action="store_true", help="replace an existing bundled file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    state_dict = read_state_dict(args.checkpoint, key="params_ema")
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
+    out_path = registered_path(MODELS[NAME])
+    if out_path.exists() and not args.force:
+        raise SystemExit(f"{out_path}: exists; pass --force to replace it")
+
+    faces = faces_of(args.check_dir, MODELS[NAME].input_size, args.limit)
+    with torch.inference_mode():
+        full = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]
+        stored = build(half)(faces, return_rgb=False, randomize_noise=False)[0]
+    print(f"float16 storage: output PSNR {psnr(full, stored):.1f} dB against float32 weights, "
+          f"max abs diff {float((full - stored).abs().max()):.2e} (on [-1, 1]), {len(faces)} faces")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(half, out_path, metadata={"name": NAME, "source": args.checkpoint.name, "weights": "params_ema",
+                                               "config": "configs/gfpgan_clean_256_cpu.yaml"})
+    assert all(torch.equal(load_safetensors(out_path)[k], half[k]) for k in half)
+    print(f"wrote {out_path}: {out_path.stat().st_size} bytes, sha256 {sha256_of_file(out_path)}")
+
+
+if __name__ == "__main__":
+    main()
