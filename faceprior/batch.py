@@ -15,9 +15,10 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, TextIO
+from typing import Callable, Iterable, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -152,14 +153,44 @@ def restore_files(
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
     log: TextIO = sys.stderr,
 ) -> BatchSummary:
-    """Restore every input into ``out_dir``; returns the summary (failures included)."""
+    """Restore every input into ``out_dir``; returns the summary (failures included).
+
+    The next input is decoded on a background thread while the current one is restored
+    (decoding releases the GIL), so file decoding overlaps detection and restoration.
+    """
     summary = BatchSummary()
     start = time.perf_counter()
     input_paths = {item.path.resolve() for item in inputs}
+    targets = [output_path(item, out_dir, ext, input_paths) for item in inputs]
     progress = ProgressLine(len(inputs), log)
-    for done, item in enumerate(inputs, 1):
-        progress.show(done - 1, item.path.name)
-        target = output_path(item, out_dir, ext, input_paths)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceprior-read")
+    reads: dict[int, Future] = {}
+
+    def read_ahead(index: int) -> None:
+        """Start decoding input ``index`` unless it is out of range, queued, or will not be restored."""
+        if index < len(inputs) and index not in reads and (not targets[index].exists() or (overwrite and not skip_existing)):
+            reads[index] = reader.submit(read_image, inputs[index].path, max_pixels=max_pixels)
+
+    try:
+        _restore_each(restorer, inputs, targets, out_dir, read_ahead, reads, summary, progress, skip_existing,
+                      overwrite, save_faces, save_compare, save_report, log)
+    finally:
+        for future in reads.values():
+            future.cancel()
+        reader.shutdown(wait=True)
+    progress.show(len(inputs), "")
+    progress.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _restore_each(restorer: FaceRestorer, inputs: Sequence[InputFile], targets: Sequence[Path], out_dir: Path,
+                  read_ahead: Callable[[int], None], reads: dict, summary: BatchSummary, progress: ProgressLine,
+                  skip_existing: bool, overwrite: bool, save_faces: bool, save_compare: bool, save_report: bool,
+                  log: TextIO) -> None:
+    """The loop of :func:`restore_files` (one input after the other, failures recorded in ``summary``)."""
+    for index, (item, target) in enumerate(zip(inputs, targets)):
+        progress.show(index, item.path.name)
         if target.exists() and skip_existing:
             summary.skipped += 1
             continue
@@ -167,7 +198,9 @@ def restore_files(
             summary.failures.append((str(item.path), f"output {target} exists (use --skip-existing or --overwrite)"))
             continue
         try:
-            loaded = read_image(item.path, max_pixels=max_pixels)
+            read_ahead(index)
+            loaded = reads.pop(index).result()
+            read_ahead(index + 1)
             image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
             result = restorer.restore(image)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,10 +227,6 @@ def restore_files(
             log.write("\n")
         if summary.failures and summary.failures[-1][0] == str(item.path):
             log.write(f"faceprior: {item.path}: {summary.failures[-1][1]}\n")
-    progress.show(len(inputs), "")
-    progress.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def _after_path(message: str, path: Path) -> str:

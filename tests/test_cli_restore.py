@@ -170,3 +170,38 @@ def test_photo_with_a_hundred_faces(tmp_path, small_checkpoint):
                      for f in result.faces)
     assert centres == [(row, col) for row in range(10) for col in range(10)]  # one face per cell
     assert result.image.shape == grid.shape and np.any(result.image != grid)
+
+
+def test_next_input_is_decoded_in_the_background_and_skipped_files_are_not_read(tmp_path, monkeypatch):
+    import threading
+
+    from faceprior import batch
+    from faceprior.restorer import Result
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(4):
+        _face_png(folder / f"{seed}.png", seed, size=32)
+    (folder / "3.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    _face_png(out / "1.png", 9, size=32)  # already restored: skipped, never decoded
+
+    reads = []
+
+    def recording_read(path, max_pixels=None):
+        reads.append((path.name, threading.current_thread().name))
+        return read_image(path, max_pixels=max_pixels)
+
+    class Identity:  # a restorer that returns the image unchanged
+        def restore(self, image):
+            return Result(image=image, alpha=None, faces=[])
+
+    monkeypatch.setattr(batch, "read_image", recording_read)
+    inputs, _ = batch.find_inputs([str(folder)])
+    summary = batch.restore_files(Identity(), inputs, out, skip_existing=True)
+    assert sorted(name for name, _ in reads) == ["0.png", "2.png", "3.png"]
+    assert all(thread.startswith("faceprior-read") for _, thread in reads)
+    assert summary.images == 2 and summary.skipped == 1
+    assert [Path(name).name for name, _ in summary.failures] == ["3.png"]
+    np.testing.assert_array_equal(read_image(out / "2.png").pixels, read_image(folder / "2.png").pixels)
