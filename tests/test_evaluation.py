@@ -431,3 +431,20 @@ def test_learned_metric_adapters_match_direct_calls(testset128, tmp_path, monkey
     again = evaluate(testset128.lq_dir, tmp_path / "out", gt_dir=testset128.gt_dir, metrics=["lpips", "fid", "deg"],
                      baselines=("input",), sample=2, compare_rows=0, log=lambda message: None)
     assert again.metric_values_computed == {"input": 0} and again.table.rows[0].values == row.values
+
+
+def test_means_with_missing_values_average_the_same_images_in_every_row():
+    from faceprior.evaluation.report import MethodRow
+    from faceprior.evaluation.runner import DlibIdentityMetric, _means_over_common_images
+
+    metric = DlibIdentityMetric()
+    a, b = MethodRow("a", "input"), MethodRow("b", "model")
+    a.per_image[metric.name] = {"x": 0.6, "y": None, "z": 0.4}
+    b.per_image[metric.name] = {"x": 0.2, "y": 0.9, "z": None}
+    (note,) = _means_over_common_images(metric, [a, b])
+    assert a.values[metric.name] == pytest.approx(0.6) and b.values[metric.name] == pytest.approx(0.2)  # image x only
+    assert "1 of 3 images" in note and "input 1" in note and "model 1" in note
+    b.per_image[metric.name]["z"] = 0.3
+    a.per_image[metric.name]["y"] = 0.5
+    assert _means_over_common_images(metric, [a, b]) == []
+    assert a.values[metric.name] == pytest.approx(0.5) and b.values[metric.name] == pytest.approx(0.466666, rel=1e-4)

@@ -721,6 +721,20 @@ def _content_key(metric: PerImageMetric, pair: ImagePair, output_sha256: str) ->
     return f"{output_sha256}:{pair.gt_sha256}" if metric.full_reference else output_sha256
 
 
+def _means_over_common_images(metric: PerImageMetric, rows: Sequence[MethodRow]) -> List[str]:
+    """Set each row's mean of ``metric`` over the images where every row has a value, so that the
+    rows compare the same faces; returns notes naming what was left out (e.g. no face found)."""
+    names = list(rows[0].per_image[metric.name]) if rows else []
+    common = [n for n in names if all(row.per_image[metric.name][n] is not None for row in rows)]
+    for row in rows:
+        row.values[metric.name] = _mean([row.per_image[metric.name][n] for n in common])
+    if len(common) == len(names):
+        return []
+    missing = [f"{row.label} {sum(v is None for v in row.per_image[metric.name].values())}" for row in rows]
+    return [f"{metric.label}: mean over the {len(common)} of {len(names)} images where every method has a value "
+            f"(images without a value, e.g. no face found: {', '.join(missing)})"]
+
+
 def per_image_values(metric: PerImageMetric, method: Method, pairs: Sequence[ImagePair], outputs: MethodOutputs,
                      out_dir: PathLike, memo: Dict[Tuple[str, str], Optional[float]], batch_size: int = 8
                      ) -> Tuple[Dict[str, Optional[float]], int]:
@@ -860,12 +874,9 @@ def evaluate(lq_dir: PathLike, out_dir: PathLike, gt_dir: Optional[PathLike] = N
                     else:
                         values, count = per_image_values(metric, method, pairs, produced[method.key], out_dir, memo)
                         row.per_image[metric.name] = values
-                        row.values[metric.name] = _mean(list(values.values()))
-                        missing = sum(value is None for value in values.values())
-                        if missing:
-                            notes.append(f"{metric.label} of {row.label}: no value for {missing} of {len(values)} "
-                                         "images (no face found), left out of the mean")
                     computed[method.key] += count
+                if not isinstance(metric, FidMetric):
+                    notes.extend(_means_over_common_images(metric, rows))
             except MetricUnavailable as error:
                 reason = str(error)
         columns.append(MetricColumn(metric.name, metric.label, metric.higher_is_better, metric.decimals, reason))
