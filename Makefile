@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,train,eval,onnx]"
 	touch $@
 
+# The demo's own output folder: earlier demo results there are replaced (--overwrite); examples/ is never written.
 demo: setup
-	$(BIN)/faceprior restore examples -o results
+	$(BIN)/faceprior restore examples -o results --overwrite --save-compare
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -20,7 +20,11 @@ ratio of medians (and of minima) to ``ref`` measured in the same run, then max |
 PSNR of the restored uint8 face against ``ref``. Then faces/s at ``--batch`` (default 4), and with
 ``--rss`` the peak RSS of each variant, each measured in a fresh subprocess.
 
+With ``--model NAME|PATH`` (e.g. the bundled ``faceprior-256``) that network is timed instead,
+on faces of its own input size.
+
     .venv/bin/python bench/bench_forward.py [--threads 2] [--repeats 7] [--batch 4] [--rss] [--variants ...]
+        [--model NAME|PATH]
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import torch
 
 from faceprior.inference import cpu_flags, native_bf16_available, optimize
 from faceprior.models import GFPGANv1Clean
+from faceprior.restorer import model_input_size
+from faceprior.weights.loading import load_model
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "realworld-aligned"
 FULL_SIZE = dict(out_size=512, num_style_feat=512, channel_multiplier=2, different_w=True, sft_half=True,
@@ -52,8 +58,11 @@ DEFAULT_VARIANTS = "ref,fp32,bf16,ort"
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
-def build_model(seed: int = 0) -> GFPGANv1Clean:
-    """Full-size GFPGANv1Clean with seeded random weights; constant-at-init tensors perturbed."""
+def build_model(spec: str | None = None, seed: int = 0) -> torch.nn.Module:
+    """``spec`` loaded with faceprior.load_model, or (None) the full-size GFPGANv1Clean with seeded
+    random weights, constant-at-init tensors perturbed."""
+    if spec is not None:
+        return load_model(spec)
     torch.manual_seed(seed)
     model = GFPGANv1Clean(**FULL_SIZE).eval()
     generator = torch.Generator().manual_seed(seed + 1000)
@@ -143,11 +152,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_rss_subprocess(variant: str, threads: int, batch: int) -> List[float]:
+def peak_rss_subprocess(variant: str, threads: int, batch: int, model: str | None = None) -> List[float]:
     """Peak RSS (MiB) of a fresh process that builds the model and runs ``variant`` twice at batch 1,
     then twice at ``batch``: [after batch 1, after batch ``batch``]."""
+    model_args = f", '--model', {model!r}" if model else ""
     code = (f"import sys; sys.argv = ['bench', '--only-rss', {variant!r}, '--threads', '{threads}', "
-            f"'--batch', '{batch}'];"
+            f"'--batch', '{batch}'{model_args}];"
             f"import runpy; runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mib"]
@@ -162,18 +172,20 @@ def main() -> None:
     parser.add_argument("--batch-repeats", type=int, default=3)
     parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--rss", action="store_true", help="also measure each variant's peak RSS in a subprocess")
+    parser.add_argument("--model", default=None, help="registered name or checkpoint (default: random full-size GFPGANv1Clean)")
     parser.add_argument("--only-rss", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args.only_rss:  # subprocess of --rss: peak RSS after batch 1, then after batch --batch
-        model = build_model()
+        model = build_model(args.model)
+        size = model_input_size(model)
         peaks = []
         with tempfile.TemporaryDirectory() as tmp:
             forward = make_variants(model, [args.only_rss], args.threads, Path(tmp))[args.only_rss]
             with torch.no_grad():
                 for batch in (1, max(args.batch, 1)):
-                    x = load_faces(batch)
+                    x = load_faces(batch, size)
                     for _ in range(2):
                         forward(x)
                     peaks.append(peak_rss_mib())
@@ -188,10 +200,12 @@ def main() -> None:
           f"avx512f={'avx512f' in flags} avx512_bf16={'avx512_bf16' in flags} amx_bf16={'amx_bf16' in flags} "
           f"mkldnn={torch.backends.mkldnn.is_available()} native bf16={native_bf16_available()}")
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    model = build_model()
+    model = build_model(args.model)
+    size = model_input_size(model)
+    print(f"model: {args.model or 'random full-size GFPGANv1Clean'}, {size}x{size} faces")
     with tempfile.TemporaryDirectory() as tmp:
         variants = make_variants(model, names, args.threads, Path(tmp))
-        x = load_faces(1)
+        x = load_faces(1, size)
         with torch.no_grad():
             outputs = {name: forward(x) for name, forward in variants.items()}
         times = time_interleaved(variants, x, args.repeats, args.warmup)
@@ -207,7 +221,7 @@ def main() -> None:
                   f"{diff:10.2e} {psnr_uint8(outputs[name], outputs['ref']):8.1f}")
 
         if args.batch > 0:
-            xb = load_faces(args.batch)
+            xb = load_faces(args.batch, size)
             btimes = time_interleaved(variants, xb, args.batch_repeats, 1)
             ref_b = statistics.median(btimes["ref"])
             print(f"\nbatch {args.batch}, {args.batch_repeats} interleaved rounds (faces/s):")
@@ -221,7 +235,7 @@ def main() -> None:
         batch = max(args.batch, 1)
         print(f"\npeak RSS of a fresh process (model + variant built, 2 forwards at batch 1, then 2 at batch {batch}):")
         for name in variants:
-            after_1, after_b = peak_rss_subprocess(name, args.threads, batch)
+            after_1, after_b = peak_rss_subprocess(name, args.threads, batch, args.model)
             print(f"{name:14s} batch 1: {after_1:6.0f} MiB   batch {batch}: {after_b:6.0f} MiB")
 
 

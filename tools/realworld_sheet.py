@@ -1,0 +1,72 @@
+"""A comparison sheet of real-world faces: the aligned input face next to the restored one.
+
+    python tools/realworld_sheet.py ../shared/data/realworld-aligned -o sheet.png
+        [--model faceprior-256] [--limit 24] [--columns 4] [--tile 192]
+
+Runs the whole pipeline (``FaceRestorer``: MTCNN, alignment to the model's own template,
+restoration) on every image of the folder (sorted, recursive) and tiles, for the largest face of
+each image, its aligned input crop and the restored crop side by side, ``--columns`` pairs per
+row. Images where no face is found are listed on stdout. The sheet is written atomically and an
+existing file is kept. (Never commit a sheet made from ../shared/data: its images' terms forbid it.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
+from faceprior.face.background import upscale_lanczos  # noqa: E402
+from faceprior.image_io import from_float01, read_image, to_float01, write_image  # noqa: E402
+from faceprior.restorer import FaceRestorer  # noqa: E402
+
+
+def tile(face: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 [size, size, 3] copy of a square face crop (Lanczos-resized)."""
+    if face.shape[0] != size:
+        face = upscale_lanczos(face, size / face.shape[0])
+    return from_float01(to_float01(face), np.uint8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--model", default="faceprior-256")
+    parser.add_argument("--limit", type=int, default=24, help="images to use (default 24)")
+    parser.add_argument("--columns", type=int, default=4, help="input|restored pairs per row (default 4)")
+    parser.add_argument("--tile", type=int, default=192, help="side of each face tile in pixels (default 192)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    restorer = FaceRestorer(model=args.model, max_faces=1)
+    print(f"model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}")
+    pairs = []
+    for path in sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        if len(pairs) == args.limit:
+            break
+        result = restorer.restore(read_image(path).pixels)
+        if not result.faces:
+            print(f"{path}: no face found")
+            continue
+        face = result.faces[0]
+        pairs.append(np.concatenate([tile(face.aligned, args.tile), tile(face.restored, args.tile)], axis=1))
+    if not pairs:
+        raise SystemExit(f"{args.folder}: no faces")
+    blank = np.full_like(pairs[0], 255)
+    pairs += [blank] * (-len(pairs) % args.columns)
+    rows = [np.concatenate(pairs[i:i + args.columns], axis=1) for i in range(0, len(pairs), args.columns)]
+    write_image(args.output, np.concatenate(rows, axis=0))
+    print(f"wrote {args.output}: {len(pairs)} pairs (left: input, right: restored)")
+
+
+if __name__ == "__main__":
+    main()
