@@ -665,7 +665,10 @@ class FastGFPGAN(nn.Module):
         feat = self.first(ops, feat, leaky_relu=True)
         unet_skips = []
         for block in self.down:
-            feat = block(ops, feat)
+            down = block(ops, feat)
+            if not unet_skips:
+                ops.give(feat)  # the first conv's output is not a skip: its buffer is free again
+            feat = down
             unet_skips.append(feat)
         feat = self.final_conv(ops, feat, leaky_relu=True)
         latent = self._latents(feat)  # [B, num_latent, F]
