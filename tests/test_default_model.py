@@ -86,3 +86,45 @@ def test_restorer_aligns_faces_to_the_bundled_template(random_bundle: Path, tmp_
     assert face.aligned.shape == (256, 256, 3) and face.restored.shape == (256, 256, 3)
     inner = (slice(8, -8), slice(8, -8))  # identity warp: the crop is the image itself
     assert np.abs(face.aligned[inner].astype(int) - image[inner]).max() <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The file that ships
+
+
+def test_shipped_file_matches_its_registry_entry():
+    entry = MODELS[NAME]
+    path = registered_path(entry)
+    if not path.is_file():
+        pytest.fail(f"{path}: the bundled model is missing from the checkout")
+    assert entry.sha256 is not None and entry.size is not None
+    assert fetch_registered(entry) == path  # size and SHA-256 checked
+    assert path.stat().st_size < 40 * 2**20
+
+
+def test_restore_on_an_offline_machine_uses_the_bundled_model(tmp_path: Path, monkeypatch, capsys):
+    """What `make demo` runs: the bundled examples, no official model, no network (MTCNN weights
+    copied into the fresh weight cache as the first run would have downloaded them)."""
+    from faceprior.cli import main
+    from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
+    from faceprior.image_io import read_image
+    from faceprior.weights import store
+
+    try:
+        mtcnn = mtcnn_weights_dir()
+    except MTCNNWeightsError as error:
+        pytest.skip(f"MTCNN weights unavailable: {error}")
+    home = tmp_path / "home"
+    shutil.copytree(mtcnn, home / "weights" / "mtcnn")
+    monkeypatch.setenv(store.ENV_HOME, str(home))
+    monkeypatch.setenv(store.ENV_OFFLINE, "1")
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    inputs = sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg"))
+    assert main(["restore", str(examples), "-o", str(tmp_path / "out"), "--report"]) == 0
+    err = capsys.readouterr().err
+    assert f"model {NAME} (bundled default model" in err
+    for path in inputs:
+        report = json.loads((tmp_path / "out" / "reports" / f"{path.stem}.json").read_text())
+        assert report["model"] == NAME and len(report["faces"]) >= 1, path.name
+        restored = read_image(tmp_path / "out" / path.name).pixels
+        assert restored.shape == read_image(path).pixels.shape and np.any(restored != read_image(path).pixels)

@@ -147,8 +147,8 @@ MODELS: dict[str, RegisteredModel] = {
             name="faceprior-256",
             filename="faceprior-256.safetensors",
             url=None,
-            sha256=None,
-            size=None,
+            sha256="1e3f13882bb1ea062c91c4084c98e21945055cd89158e509082256862976ff33",
+            size=2598616,
             arch="GFPGANv1Clean",
             # configs/gfpgan_clean_256_cpu.yaml
             kwargs=_gfpgan_kwargs(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, narrow=0.125),
