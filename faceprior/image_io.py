@@ -198,6 +198,23 @@ def rgb_to_gray(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(gray), 0, dtype_max(pixels.dtype)).astype(pixels.dtype)
 
 
+def looks_gray(pixels: np.ndarray, tolerance: float = 8 / 255, max_fraction: float = 0.01) -> bool:
+    """Whether an [H, W, 3] RGB image is grey in content (e.g. a black-and-white scan stored as RGB).
+
+    True when at most ``max_fraction`` of the pixels (every 4th row and column looked at) have
+    channels further apart than ``tolerance`` of the full range: JPEG chroma noise passes, any real
+    colour does not.
+    """
+    sample = to_float01(np.ascontiguousarray(pixels[::4, ::4]))
+    spread = sample.max(axis=-1) - sample.min(axis=-1)
+    return bool(np.mean(spread > tolerance) <= max_fraction)
+
+
+def gray_as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """[..., 3] RGB -> [..., 3] with the BT.601 luma in all three channels, same dtype."""
+    return np.repeat(rgb_to_gray(pixels)[..., None], 3, axis=-1)
+
+
 def apply_exif_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     """Make a stored image upright: [H, W, ...] array -> the array as it should be displayed for
     the EXIF orientation value 1..8 (2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90

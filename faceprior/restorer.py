@@ -27,7 +27,7 @@ from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
 from faceprior.face.paste import paste_faces
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
-from faceprior.image_io import dtype_max, from_float01, to_float01, to_rgb_array
+from faceprior.image_io import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
 from faceprior.weights.loading import load_model
 from faceprior.weights.registry import MODELS, cached_models, registered_path
 
@@ -333,7 +333,8 @@ class FaceRestorer:
                             pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces)
 
     def restore(self, image: Any) -> Result:
-        """Restore the faces of one photo.
+        """Restore the faces of one photo. On a photo that is grey in content (``looks_gray``, e.g. a
+        black-and-white scan stored as RGB) the restored faces are made grey too.
 
         image: [H, W, 3] or [H, W, 4] (alpha kept) or [H, W] numpy array (uint8, uint16 or float
             in [0, 1]) or a PIL image. Returns a Result (see its docstring).
@@ -363,6 +364,8 @@ class FaceRestorer:
                 crops = crops[None]
         lap("align")
         restored = self.restore_aligned(crops) if len(crops) else crops
+        if len(restored) and looks_gray(pixels):
+            restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
         lap("restore")
         background = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
@@ -386,6 +389,8 @@ class FaceRestorer:
         crop = pixels if (height, width) == (size, size) else warp_affine(pixels, matrix, size, border="replicate")
         lap("align")
         restored = self.restore_aligned(crop[None])[0]
+        if looks_gray(pixels):
+            restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
         lap("restore")
         out = restored if self.upscale == 1 else self.upsampler.upsample(restored, self.upscale)
         out_alpha = None

@@ -174,3 +174,25 @@ def test_template_scales_with_the_model_input(small_checkpoint):
     choice = choose_model(str(small_checkpoint))
     assert choice.input_size == 128
     np.testing.assert_allclose(choice.template, scale_template(FFHQ_TEMPLATE_512, 512, 128))
+
+
+def test_black_and_white_photo_stored_as_rgb_gets_grey_faces(small_checkpoint):
+    from faceprior.image_io import looks_gray
+
+    rng = np.random.default_rng(5)
+    grey = rng.integers(0, 256, (300, 400), dtype=np.uint8)
+    chroma_noise = rng.integers(-2, 3, (300, 400, 3))  # JPEG-like: channels a few levels apart
+    image = np.clip(np.repeat(grey[..., None], 3, axis=2) + chroma_noise, 0, 255).astype(np.uint8)
+    assert looks_gray(image)
+    landmarks = _face_landmarks(200, 150, 60)[None]
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks))
+    (face,) = restorer.restore(image).faces
+    assert np.array_equal(face.restored[..., 0], face.restored[..., 1])
+    assert np.array_equal(face.restored[..., 1], face.restored[..., 2])
+    # A colour photo keeps the model's colours.
+    colour = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    assert not looks_gray(colour)
+    (face,) = restorer.restore(colour).faces
+    assert not np.array_equal(face.restored[..., 0], face.restored[..., 1])
+    aligned = FaceRestorer(model=str(small_checkpoint), aligned=True).restore(image[:128, :128]).image
+    assert np.array_equal(aligned[..., 0], aligned[..., 2])
