@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,9 @@ from faceprior.inference import cpu_flags, native_bf16_available, optimize
 from faceprior.models import GFPGANv1Clean
 from faceprior.restorer import model_input_size
 from faceprior.weights.loading import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_memory import peak_rss_mib  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "realworld-aligned"
 FULL_SIZE = dict(out_size=512, num_style_feat=512, channel_multiplier=2, different_w=True, sft_half=True,
@@ -135,21 +137,6 @@ def time_interleaved(variants: Dict[str, Forward], x: torch.Tensor, repeats: int
                 if round_index >= warmup:
                     times[name].append(time.perf_counter() - start)
     return times
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM of /proc/self/status; ru_maxrss where that is missing).
-
-    ru_maxrss is not used on Linux: it carries over the parent's RSS through fork + exec.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_rss_subprocess(variant: str, threads: int, batch: int, model: str | None = None) -> List[float]:

@@ -21,7 +21,6 @@ import argparse
 import itertools
 import json
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,19 +38,11 @@ from faceprior.models import create_model  # noqa: E402
 from faceprior.restorer import PRECISIONS, FaceRestorer  # noqa: E402
 from faceprior.weights.registry import MODELS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from process_memory import current_rss_mib, peak_rss_mib  # noqa: E402
+
 RESULTS = REPO / "bench" / "results"
 STAGES = ("read", "detect", "align", "restore", "upsample", "paste", "write")
-
-
-def current_rss_mib() -> float:
-    """Resident set size of this process now, in MiB (Linux /proc)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * resource.getpagesize() / 2**20
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far, in MiB (ru_maxrss is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_once(restorer: FaceRestorer, files: list[Path], out_dir: Path) -> dict:

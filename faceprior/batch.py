@@ -18,7 +18,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence, TextIO
+from typing import Iterable, Optional, Sequence, TextIO
 
 import numpy as np
 
@@ -163,70 +163,57 @@ def restore_files(
     input_paths = {item.path.resolve() for item in inputs}
     targets = [output_path(item, out_dir, ext, input_paths) for item in inputs]
     progress = ProgressLine(len(inputs), log)
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceprior-read")
     reads: dict[int, Future] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceprior-read") as reader:
 
-    def read_ahead(index: int) -> None:
-        """Start decoding input ``index`` unless it is out of range, queued, or will not be restored."""
-        if index < len(inputs) and index not in reads and (not targets[index].exists() or (overwrite and not skip_existing)):
-            reads[index] = reader.submit(read_image, inputs[index].path, max_pixels=max_pixels)
+        def read_ahead(index: int) -> None:
+            """Start decoding input ``index`` unless it is out of range, queued, or will not be restored."""
+            restored = index < len(inputs) and (not targets[index].exists() or (overwrite and not skip_existing))
+            if restored and index not in reads:
+                reads[index] = reader.submit(read_image, inputs[index].path, max_pixels=max_pixels)
 
-    try:
-        _restore_each(restorer, inputs, targets, out_dir, read_ahead, reads, summary, progress, skip_existing,
-                      overwrite, save_faces, save_compare, save_report, log)
-    finally:
-        for future in reads.values():
-            future.cancel()
-        reader.shutdown(wait=True)
+        for index, (item, target) in enumerate(zip(inputs, targets)):
+            progress.show(index, item.path.name)
+            if target.exists() and skip_existing:
+                summary.skipped += 1
+                continue
+            if target.exists() and not overwrite:
+                summary.failures.append((str(item.path), f"output {target} exists (use --skip-existing or --overwrite)"))
+                continue
+            try:
+                read_ahead(index)
+                loaded = reads.pop(index).result()
+                read_ahead(index + 1)
+                image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
+                result = restorer.restore(image)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fmt = format_from_path(target)
+                write_image(target, result.image, alpha=result.alpha, format=fmt, bit_depth=loaded.bit_depth,
+                            gray=loaded.was_gray, icc_profile=loaded.icc_profile, exif=loaded.exif,
+                            overwrite=overwrite)
+                stem = str(item.relative.with_suffix("")).replace(os.sep, "__")
+                if save_faces:
+                    (out_dir / "faces").mkdir(exist_ok=True)
+                    _face_files(result, stem, out_dir, overwrite)
+                if save_compare:
+                    (out_dir / "compare").mkdir(exist_ok=True)
+                    _comparison_files(result, stem, out_dir, overwrite)
+                if save_report:
+                    _write_report(out_dir / "reports" / f"{stem}.json", item.path, target, restorer, result)
+                summary.images += 1
+                summary.faces += len(result.faces)
+            except (ImageReadError, ImageWriteError) as error:
+                summary.failures.append((str(item.path), _after_path(str(error), item.path)))
+            except (ValueError, RuntimeError, OSError, MemoryError) as error:
+                summary.failures.append((str(item.path), " ".join(str(error).split()) or type(error).__name__))
+            if summary.failures and summary.failures[-1][0] == str(item.path) and progress.enabled:
+                log.write("\n")
+            if summary.failures and summary.failures[-1][0] == str(item.path):
+                log.write(f"faceprior: {item.path}: {summary.failures[-1][1]}\n")
     progress.show(len(inputs), "")
     progress.close()
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _restore_each(restorer: FaceRestorer, inputs: Sequence[InputFile], targets: Sequence[Path], out_dir: Path,
-                  read_ahead: Callable[[int], None], reads: dict, summary: BatchSummary, progress: ProgressLine,
-                  skip_existing: bool, overwrite: bool, save_faces: bool, save_compare: bool, save_report: bool,
-                  log: TextIO) -> None:
-    """The loop of :func:`restore_files` (one input after the other, failures recorded in ``summary``)."""
-    for index, (item, target) in enumerate(zip(inputs, targets)):
-        progress.show(index, item.path.name)
-        if target.exists() and skip_existing:
-            summary.skipped += 1
-            continue
-        if target.exists() and not overwrite:
-            summary.failures.append((str(item.path), f"output {target} exists (use --skip-existing or --overwrite)"))
-            continue
-        try:
-            read_ahead(index)
-            loaded = reads.pop(index).result()
-            read_ahead(index + 1)
-            image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
-            result = restorer.restore(image)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fmt = format_from_path(target)
-            write_image(target, result.image, alpha=result.alpha, format=fmt, bit_depth=loaded.bit_depth,
-                        gray=loaded.was_gray, icc_profile=loaded.icc_profile, exif=loaded.exif,
-                        overwrite=overwrite)
-            stem = str(item.relative.with_suffix("")).replace(os.sep, "__")
-            if save_faces:
-                (out_dir / "faces").mkdir(exist_ok=True)
-                _face_files(result, stem, out_dir, overwrite)
-            if save_compare:
-                (out_dir / "compare").mkdir(exist_ok=True)
-                _comparison_files(result, stem, out_dir, overwrite)
-            if save_report:
-                _write_report(out_dir / "reports" / f"{stem}.json", item.path, target, restorer, result)
-            summary.images += 1
-            summary.faces += len(result.faces)
-        except (ImageReadError, ImageWriteError) as error:
-            summary.failures.append((str(item.path), _after_path(str(error), item.path)))
-        except (ValueError, RuntimeError, OSError, MemoryError) as error:
-            summary.failures.append((str(item.path), " ".join(str(error).split()) or type(error).__name__))
-        if summary.failures and summary.failures[-1][0] == str(item.path) and progress.enabled:
-            log.write("\n")
-        if summary.failures and summary.failures[-1][0] == str(item.path):
-            log.write(f"faceprior: {item.path}: {summary.failures[-1][1]}\n")
 
 
 def _after_path(message: str, path: Path) -> str:

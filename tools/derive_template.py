@@ -23,10 +23,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.face.mtcnn import MTCNN  # noqa: E402
-from faceprior.image_io import ImageReadError, read_image  # noqa: E402
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from faceprior.image_io import ImageReadError, convert_bit_depth, read_image  # noqa: E402
 
 
 def mean_landmarks(folder: Path, detector: MTCNN, limit: int | None, min_box: float) -> dict:
@@ -41,8 +40,7 @@ def mean_landmarks(folder: Path, detector: MTCNN, limit: int | None, min_box: fl
         except ImageReadError as error:
             missed.append(f"{path.name}: {error}")
             continue
-        if pixels.dtype != np.uint8:
-            pixels = (pixels >> 8).astype(np.uint8)
+        pixels = convert_bit_depth(pixels, 8)
         if size is None:
             size = pixels.shape[:2]
         elif pixels.shape[:2] != size:

@@ -14,7 +14,6 @@ float32 weights and the float16-stored weights (both run in float32) on the face
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.image_io import read_image, to_float01  # noqa: E402
+from faceprior.metrics.psnr_ssim import psnr_torch  # noqa: E402
 from faceprior.models import create_model  # noqa: E402
 from faceprior.weights.checkpoint import read_state_dict  # noqa: E402
 from faceprior.weights.loading import load_state_dict_strict  # noqa: E402
@@ -56,10 +56,12 @@ def faces_of(folder: Path, size: int, limit: int) -> torch.Tensor:
     return torch.stack(images) * 2 - 1
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two [-1, 1] batches, over [0, 1] pixel values."""
-    mse = float((((a.clamp(-1, 1) - b.clamp(-1, 1)) / 2) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+def pooled_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [-1, 1] batches over all their pixels together (one MSE), on [0, 1] values."""
+    def as_one_image(x: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] -> [1, 3, N * H, W]
+        return ((x.clamp(-1, 1) + 1) / 2).transpose(0, 1).reshape(1, 3, -1, x.shape[-1])
+
+    return float(psnr_torch(as_one_image(a), as_one_image(b))[0])
 
 
 def main() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
     with torch.inference_mode():
         full = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]
         stored = build(half)(faces, return_rgb=False, randomize_noise=False)[0]
-    print(f"float16 storage: output PSNR {psnr(full, stored):.1f} dB against float32 weights, "
+    print(f"float16 storage: output PSNR {pooled_psnr(full, stored):.1f} dB against float32 weights, "
           f"max abs diff {float((full - stored).abs().max()):.2e} (on [-1, 1]), {len(faces)} faces")
 
     out_path.parent.mkdir(parents=True, exist_ok=True)

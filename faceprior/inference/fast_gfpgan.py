@@ -296,14 +296,18 @@ class StaticConv(nn.Module):
         return ops.conv_add_(out, x, weight, self.bias, self.padding, self.groups)
 
 
-class DownBlock(nn.Module):
-    """U-Net ResBlock(mode='down'): ``lrelu(conv2(pool(lrelu(conv1(x))))) + skip(pool(x))``, pool = 2x2 mean."""
+class _ResBlockConvs(nn.Module):
+    """The three convs of a U-Net ResBlock: conv1 and conv2 (3x3, bias), skip (1x1, no bias)."""
 
     def __init__(self, prefix: str, sd: Dict[str, torch.Tensor], dtype: torch.dtype):
         super().__init__()
         self.conv1 = StaticConv(sd[prefix + "conv1.weight"], sd[prefix + "conv1.bias"], dtype)
         self.conv2 = StaticConv(sd[prefix + "conv2.weight"], sd[prefix + "conv2.bias"], dtype)
         self.skip = StaticConv(sd[prefix + "skip.weight"], None, dtype)
+
+
+class DownBlock(_ResBlockConvs):
+    """U-Net ResBlock(mode='down'): ``lrelu(conv2(pool(lrelu(conv1(x))))) + skip(pool(x))``, pool = 2x2 mean."""
 
     def forward(self, ops: Ops, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, r, r] -> [B, C_out, r/2, r/2]."""
@@ -318,18 +322,12 @@ class DownBlock(nn.Module):
         return out
 
 
-class UpBlock(nn.Module):
+class UpBlock(_ResBlockConvs):
     """U-Net ResBlock(mode='up'): ``lrelu(conv2(up(lrelu(conv1(x))))) + up(skip(x))``.
 
     The 1x1 skip conv (no bias) runs before the bilinear x2 up-sampling, on 4x fewer pixels; the
     two commute.
     """
-
-    def __init__(self, prefix: str, sd: Dict[str, torch.Tensor], dtype: torch.dtype):
-        super().__init__()
-        self.conv1 = StaticConv(sd[prefix + "conv1.weight"], sd[prefix + "conv1.bias"], dtype)
-        self.conv2 = StaticConv(sd[prefix + "conv2.weight"], sd[prefix + "conv2.bias"], dtype)
-        self.skip = StaticConv(sd[prefix + "skip.weight"], None, dtype)
 
     def forward(self, ops: Ops, x: torch.Tensor) -> torch.Tensor:
         """[B, C_in, r/2, r/2] -> [B, C_out, r, r]."""

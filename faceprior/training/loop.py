@@ -62,6 +62,7 @@ from faceprior.weights.loading import load_state_dict_strict
 
 __all__ = [
     "ResumeError",
+    "StepLogs",
     "TrainingDivergedError",
     "TrainerBase",
     "lr_factor",
@@ -86,6 +87,18 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+class StepLogs(dict):
+    """The scalars of one training iteration, ``{name: tensor}``. ``add`` accumulates a micro-batch's
+    value divided by ``accum``, so after all micro-batches each entry is their mean."""
+
+    def __init__(self, accum: int):
+        super().__init__()
+        self.accum = accum
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        self[name] = self.get(name, 0) + value.detach() / self.accum
 
 
 def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:

@@ -60,6 +60,7 @@ from faceprior.training.losses import (
     pyramid_l1_loss,
 )
 from faceprior.training.loop import (
+    StepLogs,
     TrainerBase,
     discriminator_backward,
     read_warm_start,
@@ -178,6 +179,11 @@ class GFPGANTrainer(TrainerBase):
 
     # -- auxiliary networks ----------------------------------------------------------------
 
+    def _warn(self, message: str) -> None:
+        """A warning both as a Python warning and in the run's log."""
+        warnings.warn(message, stacklevel=3)
+        self.log.info(f"WARNING: {message}")
+
     def _build_arcface(self) -> nn.Module:
         model = self.config.model
         arcface = ResNetArcFace(block="IRBlock", layers=(2, 2, 2, 2), use_se=False)
@@ -185,10 +191,8 @@ class GFPGANTrainer(TrainerBase):
             state_dict, source = read_warm_start(model.arcface, "model.arcface")
             load_state_dict_strict(arcface, state_dict, source=source)
         elif model.random_arcface:
-            message = (f"{self.config.source}: the identity loss uses a RANDOMLY INITIALISED ArcFace (model.random_arcface): "
+            self._warn(f"{self.config.source}: the identity loss uses a RANDOMLY INITIALISED ArcFace (model.random_arcface): "
                        "it does not measure identity; set model.arcface to arcface_resnet18.pth for the real loss")
-            warnings.warn(message, stacklevel=2)
-            self.log.info(f"WARNING: {message}")
         else:
             raise ConfigError(f"{self.config.source}: losses.identity > 0 needs model.arcface (arcface_resnet18.pth) "
                              "or model.random_arcface: true")
@@ -202,10 +206,8 @@ class GFPGANTrainer(TrainerBase):
         if model.vgg:
             load_vgg19_weights(vgg, model.vgg)
         elif model.random_vgg:
-            message = (f"{self.config.source}: the perceptual/style losses use a RANDOMLY INITIALISED VGG19 (model.random_vgg); "
+            self._warn(f"{self.config.source}: the perceptual/style losses use a RANDOMLY INITIALISED VGG19 (model.random_vgg); "
                        "set model.vgg to vgg19-dcbb9e9d.pth for the official loss")
-            warnings.warn(message, stacklevel=2)
-            self.log.info(f"WARNING: {message}")
         else:
             raise ConfigError(f"{self.config.source}: losses.perceptual / losses.style > 0 need model.vgg "
                              "(vgg19-dcbb9e9d.pth) or model.random_vgg: true")
@@ -216,10 +218,8 @@ class GFPGANTrainer(TrainerBase):
     def train_step(self, iteration: int, micro_batches: list[dict]) -> dict[str, torch.Tensor]:
         ctx, w = self.ctx, self.weights
         accum = len(micro_batches)
-        logs: dict[str, torch.Tensor] = {}
-
-        def add(name: str, value: torch.Tensor) -> None:
-            logs[name] = logs.get(name, 0) + value.detach() / accum
+        logs = StepLogs(accum)
+        add = logs.add
 
         pyramid_weight = w.pyramid_weight_at(iteration)
         use_components = bool(self.net_d_components)

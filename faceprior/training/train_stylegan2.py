@@ -40,7 +40,8 @@ from faceprior.training.degradations import list_image_files, read_float_image, 
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
 from faceprior.training.losses import gan_loss_wgan_softplus, lazy_path_length_loss
-from faceprior.training.loop import TrainerBase, discriminator_backward, run_training, set_requires_grad, to_uint8
+from faceprior.training.loop import (StepLogs, TrainerBase, discriminator_backward, run_training, set_requires_grad,
+                                     to_uint8)
 
 __all__ = ["FaceImageFolder", "StyleGAN2Trainer", "generate_grid", "load_generator_for_sampling", "train"]
 
@@ -154,10 +155,8 @@ class StyleGAN2Trainer(TrainerBase):
     def train_step(self, iteration: int, micro_batches: list[dict]) -> dict[str, torch.Tensor]:
         ctx, w = self.ctx, self.weights
         accum = len(micro_batches)
-        logs: dict[str, torch.Tensor] = {}
-
-        def add(name: str, value: torch.Tensor) -> None:
-            logs[name] = logs.get(name, 0) + value.detach() / accum
+        logs = StepLogs(accum)
+        add = logs.add
 
         # 1. Discriminator step.
         set_requires_grad([self.net_d], True)

@@ -1,0 +1,27 @@
+"""Process memory readings shared by the benchmark scripts (Linux /proc)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def current_rss_mib() -> float:
+    """Resident set size of this process now, in MiB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM of /proc/self/status; ru_maxrss where that is missing).
+
+    ru_maxrss is not preferred on Linux: it carries over the parent's RSS through fork + exec.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
