@@ -106,13 +106,12 @@ def test_samples_are_independent_and_buffers_do_not_leak_between_calls(reference
 
 
 def test_every_workspace_buffer_is_handed_back_so_memory_stays_flat(reference_dir: Path, monkeypatch):
-    """With every feature map pooled (thresholds 0, as the 512 px layers are at full size), a call
+    """With every feature map pooled (threshold 0, as the 512 px layers are at full size), a call
     leaves no buffer in use and repeated calls reuse the same blocks (a missed hand-back grew RSS by
     32 MiB per full-size face)."""
     from faceprior.inference import fast_gfpgan
 
     monkeypatch.setattr(fast_gfpgan, "POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(fast_gfpgan, "CONV_POOL_MIN_BYTES", 0)
     model, ref = load_reference_model(reference_dir, "GFPGANv1Clean_small", GFPGANv1Clean)
     fast = optimize(model)
     sizes = []

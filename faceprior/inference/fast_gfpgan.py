@@ -177,19 +177,19 @@ def upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# Feature maps smaller than POOL_MIN_BYTES come from the allocator, larger ones from the Workspace.
-# Conv outputs come from the allocator (with oneDNN's fused leaky ReLU) below CONV_POOL_MIN_BYTES:
-# glibc serves blocks below its largest mmap threshold (32 MiB) from the heap again after the
-# first call, without page faults, so only larger ones are worth the zero fill + separate lrelu.
+# Feature maps smaller than POOL_MIN_BYTES come from the allocator, larger ones from the Workspace,
+# conv outputs included: for those, the zero fill + separate leaky ReLU that a pooled output needs
+# cost less than the page faults of a fresh tensor (the allocator hands large blocks back to the OS
+# and glibc's heap reuse is not dependable between calls): pooling conv outputs from 1 MiB instead
+# of 32 MiB made the full-size forward faster (docs/speed.md).
 POOL_MIN_BYTES = 1 << 20
-CONV_POOL_MIN_BYTES = 32 << 20
 
 
 class Ops:
     """The primitive operations of :class:`FastGFPGAN`, on channels-last feature maps [B, C, H, W].
 
     ``fused=True`` (eager, oneDNN present): convolutions are ``torch.ops.mkldnn`` calls with the
-    bias and the leaky ReLU or a residual sum fused. Outputs of CONV_POOL_MIN_BYTES or more are
+    bias and the leaky ReLU or a residual sum fused. Outputs of POOL_MIN_BYTES or more are
     :class:`Workspace` buffers, zero-filled, that the conv adds into in place (then a separate
     in-place leaky ReLU): cheaper than the page faults of a fresh tensor of that size on every call,
     in float32 and bfloat16 alike, and it keeps the time per call steady.
@@ -201,9 +201,8 @@ class Ops:
         self.fused = fused
         self.ws = workspace if fused else None
 
-    def _buffer(self, shape: Sequence[int], dtype: torch.dtype,
-                min_bytes: int = POOL_MIN_BYTES) -> Optional[torch.Tensor]:
-        if self.ws is None or math.prod(shape) * torch.finfo(dtype).bits // 8 < min_bytes:
+    def _buffer(self, shape: Sequence[int], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        if self.ws is None or math.prod(shape) * torch.finfo(dtype).bits // 8 < POOL_MIN_BYTES:
             return None
         return self.ws.take(shape, dtype)
 
@@ -224,7 +223,7 @@ class Ops:
             out = F.conv2d(x, weight, bias, padding=padding, groups=groups)
             return F.leaky_relu(out, NEGATIVE_SLOPE) if leaky_relu else out
         b, _, h, w = x.shape
-        out = self._buffer((b, weight.shape[0], h, w), x.dtype, CONV_POOL_MIN_BYTES)
+        out = self._buffer((b, weight.shape[0], h, w), x.dtype)
         if out is None:
             return torch.ops.mkldnn._convolution_pointwise(
                 x, weight, bias, [padding, padding], [1, 1], [1, 1], groups,
