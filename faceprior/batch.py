@@ -26,13 +26,16 @@ from faceprior.image_io import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     ImageWriteError,
+    LoadedImage,
     format_from_path,
     read_image,
     write_image,
 )
-from faceprior.restorer import FaceRestorer, Result
+from faceprior.restorer import FaceRestorer, PreparedPhoto, Result
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# What a bad input can raise anywhere from decoding to writing: reported per file, the batch goes on.
+RESTORE_ERRORS = (ImageReadError, ImageWriteError, ValueError, RuntimeError, OSError, MemoryError)
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
@@ -140,6 +143,16 @@ def _comparison_files(result: Result, stem: str, folder: Path, overwrite: bool) 
             write_image(folder / "compare" / f"{stem}_{index:02d}.png", side_by_side, overwrite=overwrite)
 
 
+@dataclass
+class _Pending:
+    """An input decoded and prepared (faces detected and aligned), waiting for the network."""
+
+    item: InputFile
+    target: Path
+    loaded: LoadedImage
+    photo: PreparedPhoto
+
+
 def restore_files(
     restorer: FaceRestorer,
     inputs: Sequence[InputFile],
@@ -156,7 +169,10 @@ def restore_files(
     """Restore every input into ``out_dir``; returns the summary (failures included).
 
     The next input is decoded on a background thread while the current one is restored
-    (decoding releases the GIL), so file decoding overlaps detection and restoration.
+    (decoding releases the GIL), so file decoding overlaps detection and restoration. Faces of
+    consecutive photos go through the network together: photos are detected and aligned until
+    their faces fill ``restorer.batch_size`` (or that many photos are waiting), then restored,
+    pasted back and written.
     """
     summary = BatchSummary()
     start = time.perf_counter()
@@ -164,6 +180,54 @@ def restore_files(
     targets = [output_path(item, out_dir, ext, input_paths) for item in inputs]
     progress = ProgressLine(len(inputs), log)
     reads: dict[int, Future] = {}
+    pending: list[_Pending] = []
+
+    def fail(path: Path, reason: str) -> None:
+        summary.failures.append((str(path), reason))
+        if progress.enabled:
+            log.write("\n")
+        log.write(f"faceprior: {path}: {reason}\n")
+
+    def reason_of(error: Exception, path: Path) -> str:
+        if isinstance(error, (ImageReadError, ImageWriteError)):
+            return _after_path(str(error), path)
+        return " ".join(str(error).split()) or type(error).__name__
+
+    def write_outputs(entry: _Pending, result: Result) -> None:
+        item, target, loaded = entry.item, entry.target, entry.loaded
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_image(target, result.image, alpha=result.alpha, format=format_from_path(target),
+                    bit_depth=loaded.bit_depth, gray=loaded.was_gray, icc_profile=loaded.icc_profile,
+                    exif=loaded.exif, overwrite=overwrite)
+        stem = str(item.relative.with_suffix("")).replace(os.sep, "__")
+        if save_faces:
+            (out_dir / "faces").mkdir(exist_ok=True)
+            _face_files(result, stem, out_dir, overwrite)
+        if save_compare:
+            (out_dir / "compare").mkdir(exist_ok=True)
+            _comparison_files(result, stem, out_dir, overwrite)
+        if save_report:
+            _write_report(out_dir / "reports" / f"{stem}.json", item.path, target, restorer, result)
+
+    def flush() -> None:
+        """Restore the waiting photos in one go, then write each."""
+        try:
+            results = restorer.restore_prepared([entry.photo for entry in pending])
+        except RESTORE_ERRORS as error:
+            for entry in pending:
+                fail(entry.item.path, reason_of(error, entry.item.path))
+            pending.clear()
+            return
+        for entry, result in zip(pending, results):
+            try:
+                write_outputs(entry, result)
+            except RESTORE_ERRORS as error:
+                fail(entry.item.path, reason_of(error, entry.item.path))
+                continue
+            summary.images += 1
+            summary.faces += len(result.faces)
+        pending.clear()
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceprior-read") as reader:
 
         def read_ahead(index: int) -> None:
@@ -178,38 +242,20 @@ def restore_files(
                 summary.skipped += 1
                 continue
             if target.exists() and not overwrite:
-                summary.failures.append((str(item.path), f"output {target} exists (use --skip-existing or --overwrite)"))
+                fail(item.path, f"output {target} exists (use --skip-existing or --overwrite)")
                 continue
             try:
                 read_ahead(index)
                 loaded = reads.pop(index).result()
                 read_ahead(index + 1)
                 image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
-                result = restorer.restore(image)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fmt = format_from_path(target)
-                write_image(target, result.image, alpha=result.alpha, format=fmt, bit_depth=loaded.bit_depth,
-                            gray=loaded.was_gray, icc_profile=loaded.icc_profile, exif=loaded.exif,
-                            overwrite=overwrite)
-                stem = str(item.relative.with_suffix("")).replace(os.sep, "__")
-                if save_faces:
-                    (out_dir / "faces").mkdir(exist_ok=True)
-                    _face_files(result, stem, out_dir, overwrite)
-                if save_compare:
-                    (out_dir / "compare").mkdir(exist_ok=True)
-                    _comparison_files(result, stem, out_dir, overwrite)
-                if save_report:
-                    _write_report(out_dir / "reports" / f"{stem}.json", item.path, target, restorer, result)
-                summary.images += 1
-                summary.faces += len(result.faces)
-            except (ImageReadError, ImageWriteError) as error:
-                summary.failures.append((str(item.path), _after_path(str(error), item.path)))
-            except (ValueError, RuntimeError, OSError, MemoryError) as error:
-                summary.failures.append((str(item.path), " ".join(str(error).split()) or type(error).__name__))
-            if summary.failures and summary.failures[-1][0] == str(item.path) and progress.enabled:
-                log.write("\n")
-            if summary.failures and summary.failures[-1][0] == str(item.path):
-                log.write(f"faceprior: {item.path}: {summary.failures[-1][1]}\n")
+                pending.append(_Pending(item, target, loaded, restorer.prepare(image)))
+            except RESTORE_ERRORS as error:
+                fail(item.path, reason_of(error, item.path))
+            if sum(len(entry.photo.crops) for entry in pending) >= restorer.batch_size or len(pending) >= restorer.batch_size:
+                flush()
+        if pending:
+            flush()
     progress.show(len(inputs), "")
     progress.close()
     summary.seconds = time.perf_counter() - start

@@ -182,7 +182,7 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="blend: 1 = restored face, 0 = input face (default 1)")
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="use random decoder noise from seed S (default: the stored noise, deterministic)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward (faces of several photos share a forward)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32: fast path, same results to ~1e-5 (default); reference: the unmodified forward; "
@@ -286,7 +286,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crop-border", type=int, default=0, metavar="PX", help="PSNR/SSIM/NIQE border crop (default 0)")
     parser.add_argument("--y-channel", action="store_true", help="PSNR/SSIM on the BT.601 luma instead of RGB")
     parser.add_argument("--compare-rows", type=int, default=8, metavar="N", help="faces in compare.png/html (default 8)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward (faces of several photos share a forward)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.set_defaults(run=run_evaluate)
 

@@ -339,21 +339,33 @@ class FaceRestorer:
         image: [H, W, 3] or [H, W, 4] (alpha kept) or [H, W] numpy array (uint8, uint16 or float
             in [0, 1]) or a PIL image. Returns a Result (see its docstring).
         """
+        return self.restore_prepared([self.prepare(image)])[0]
+
+    def restore_many(self, images: Sequence[Any]) -> list[Result]:
+        """Restore several photos (each as in :meth:`restore`), their faces going through the
+        network together in batches of ``batch_size`` across photos. Results equal those of
+        :meth:`restore` on each photo (to float rounding of the batched forward)."""
+        return self.restore_prepared([self.prepare(image) for image in images])
+
+    def prepare(self, image: Any) -> "PreparedPhoto":
+        """Detect and align the faces of one photo (see :meth:`restore` for ``image``); the network
+        has not run yet. Raises ValueError for unusable images, like :meth:`restore`."""
         pixels, alpha = to_rgb_array(image)
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[stage] = round((now - clock) * 1000.0, 2)
-            clock = now
-
+        watch = _Stopwatch()
         if self.aligned:
-            return self._restore_aligned_image(pixels, alpha, timings, lap)
+            size = self.input_size
+            height, width = pixels.shape[:2]
+            # The whole image is the face: scale it to the model's input (pixel-centre convention).
+            matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
+                               [0.0, size / height, 0.5 * size / height - 0.5]])
+            crop = pixels if (height, width) == (size, size) else warp_affine(pixels, matrix, size, border="replicate")
+            landmarks = ((self.template - matrix[:, 2]) / np.diag(matrix[:, :2])).astype(np.float32)
+            watch.lap("align")
+            return PreparedPhoto(pixels, alpha, np.array([[0, 0, width - 1, height - 1]], np.float32),
+                                 np.ones(1, np.float32), landmarks[None], matrix[None], crop[None], watch.timings)
 
         boxes, scores, landmarks = self.detect(pixels)
-        lap("detect")
+        watch.lap("detect")
         size = self.input_size
         matrices = np.stack([estimate_similarity(points, self.template) for points in landmarks]) if len(landmarks) else np.zeros((0, 2, 3))
         crops = np.zeros((0, size, size, 3), pixels.dtype)
@@ -362,45 +374,83 @@ class FaceRestorer:
             crops = warp_affine(pixels, matrices, size, border="constant", border_value=grey)
             if crops.ndim == 3:
                 crops = crops[None]
-        lap("align")
-        restored = self.restore_aligned(crops) if len(crops) else crops
+        watch.lap("align")
+        return PreparedPhoto(pixels, alpha, boxes, scores, landmarks, matrices, crops, watch.timings)
+
+    def restore_prepared(self, photos: Sequence["PreparedPhoto"]) -> list[Result]:
+        """Run the network on the faces of prepared photos (batched across photos), then paste each
+        photo's faces back. The "restore" timing of a photo is its share (by face count) of the
+        network time of its batch."""
+        restored: list[np.ndarray] = [photo.crops for photo in photos]
+        for dtype in {photo.crops.dtype for photo in photos if len(photo.crops)}:  # one forward per pixel type
+            members = [i for i, photo in enumerate(photos) if len(photo.crops) and photo.crops.dtype == dtype]
+            counts = [len(photos[i].crops) for i in members]
+            start = time.perf_counter()
+            outputs = self.restore_aligned(np.concatenate([photos[i].crops for i in members]))
+            seconds = time.perf_counter() - start
+            for i, part, count in zip(members, np.split(outputs, np.cumsum(counts)[:-1]), counts):
+                restored[i] = part
+                photos[i].timings["restore"] = round(seconds * 1000.0 * count / sum(counts), 2)
+        return [self._finish(photo, faces) for photo, faces in zip(photos, restored)]
+
+    def _finish(self, photo: "PreparedPhoto", restored: np.ndarray) -> Result:
+        """Paste restored faces [N, S, S, 3] into the (enlarged) photo."""
+        pixels, alpha = photo.pixels, photo.alpha
+        watch = _Stopwatch(photo.timings)
+        photo.timings.setdefault("restore", 0.0)
         if len(restored) and looks_gray(pixels):
             restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
-        lap("restore")
-        background = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
-        out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
-        lap("upsample")
-        masks = None
-        if self.face_masker is not None and len(restored):
-            masks = list(self.face_masker(to_float01(restored)))
-        out = paste_faces(background, list(zip(restored, matrices)), masks=masks, upscale=self.upscale)
-        lap("paste")
-        faces = [Face(boxes[i], landmarks[i], float(scores[i]), matrices[i], crops[i], restored[i])
-                 for i in range(len(boxes))]
-        return Result(out, out_alpha, faces, timings)
+        if self.aligned:
+            out = restored[0] if self.upscale == 1 else self.upsampler.upsample(restored[0], self.upscale)
+            out_alpha = None
+            if alpha is not None:
+                out_alpha = alpha if alpha.shape == out.shape[:2] else upscale_lanczos(alpha, out.shape[0] / pixels.shape[0])
+            watch.lap("upsample")
+        else:
+            out = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
+            out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
+            watch.lap("upsample")
+            masks = None
+            if self.face_masker is not None and len(restored):
+                masks = list(self.face_masker(to_float01(restored)))
+            out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale)
+            watch.lap("paste")
+        faces = [Face(photo.boxes[i], photo.landmarks[i], float(photo.scores[i]), photo.matrices[i],
+                      photo.crops[i], restored[i]) for i in range(len(photo.boxes))]
+        return Result(out, out_alpha, faces, photo.timings)
 
-    def _restore_aligned_image(self, pixels: np.ndarray, alpha: Optional[np.ndarray],
-                               timings: dict, lap: Callable[[str], None]) -> Result:
-        size = self.input_size
-        height, width = pixels.shape[:2]
-        # The whole image is the face: scale it to the model's input (pixel-centre convention).
-        matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
-                           [0.0, size / height, 0.5 * size / height - 0.5]])
-        crop = pixels if (height, width) == (size, size) else warp_affine(pixels, matrix, size, border="replicate")
-        lap("align")
-        restored = self.restore_aligned(crop[None])[0]
-        if looks_gray(pixels):
-            restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
-        lap("restore")
-        out = restored if self.upscale == 1 else self.upsampler.upsample(restored, self.upscale)
-        out_alpha = None
-        if alpha is not None:
-            out_alpha = alpha if alpha.shape == out.shape[:2] else upscale_lanczos(alpha, out.shape[0] / height)
-        lap("upsample")
-        landmarks = (self.template - matrix[:, 2]) / np.diag(matrix[:, :2])
-        face = Face(np.array([0, 0, width - 1, height - 1], np.float32), landmarks.astype(np.float32),
-                    1.0, matrix, crop, restored)
-        return Result(out, out_alpha, [face], timings)
+
+@dataclass
+class PreparedPhoto:
+    """A photo whose faces are detected and aligned (:meth:`FaceRestorer.prepare`), waiting for
+    :meth:`FaceRestorer.restore_prepared`.
+
+    pixels [H, W, 3] and alpha [H, W] or None as from ``to_rgb_array``; boxes [N, 4], scores [N],
+    landmarks [N, 5, 2], matrices [N, 2, 3] (photo -> crop), crops [N, S, S, 3] (pixels' dtype);
+    timings: milliseconds per stage so far.
+    """
+
+    pixels: np.ndarray
+    alpha: Optional[np.ndarray]
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+    matrices: np.ndarray
+    crops: np.ndarray
+    timings: dict[str, float]
+
+
+class _Stopwatch:
+    """Wall time per pipeline stage, in milliseconds, into ``timings``."""
+
+    def __init__(self, timings: Optional[dict[str, float]] = None):
+        self.timings = {} if timings is None else timings
+        self.clock = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round((now - self.clock) * 1000.0, 2)
+        self.clock = now
 
 
 def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, image_hw: Sequence[int],

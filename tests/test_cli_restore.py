@@ -174,6 +174,7 @@ def test_photo_with_a_hundred_faces(tmp_path, small_checkpoint):
 
 def test_next_input_is_decoded_in_the_background_and_skipped_files_are_not_read(tmp_path, monkeypatch):
     import threading
+    from types import SimpleNamespace
 
     from faceprior import batch
     from faceprior.restorer import Result
@@ -193,9 +194,14 @@ def test_next_input_is_decoded_in_the_background_and_skipped_files_are_not_read(
         reads.append((path.name, threading.current_thread().name))
         return read_image(path, max_pixels=max_pixels)
 
-    class Identity:  # a restorer that returns the image unchanged
-        def restore(self, image):
-            return Result(image=image, alpha=None, faces=[])
+    class Identity:  # a restorer that finds no faces and returns the image unchanged
+        batch_size = 4
+
+        def prepare(self, image):
+            return SimpleNamespace(image=image, crops=[])
+
+        def restore_prepared(self, photos):
+            return [Result(image=photo.image, alpha=None, faces=[]) for photo in photos]
 
     monkeypatch.setattr(batch, "read_image", recording_read)
     inputs, _ = batch.find_inputs([str(folder)])

@@ -34,7 +34,7 @@ from faceprior.evaluation.runner import (
 )
 from faceprior.evaluation.testset import SyntheticTestSetError, make_testset
 from faceprior.face.background import upscale_lanczos
-from faceprior.image_io import read_image, write_image
+from faceprior.image_io import gray_as_rgb, looks_gray, read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr, ssim
 from faceprior.models import create_model
 from faceprior.restorer import FaceRestorer
@@ -180,6 +180,9 @@ def test_evaluate_values_equal_direct_metric_calls(evaluation_runs, testset128, 
     lqs = [_pixels(p) for p in lq_files]
     restorer = FaceRestorer(model=str(reference_dir / SMALL_CKPT), aligned=True)
     restored = restorer.restore_aligned(np.stack(lqs))
+    # As `faceprior restore --aligned`: a grey input (the testset's grayscale degradation) gets a grey face.
+    assert any(looks_gray(x) for x in lqs)
+    restored = [gray_as_rgb(y) if looks_gray(x) else y for x, y in zip(lqs, restored)]
     model_row = rows["GFPGANv1Clean_small.pth"]
     stored = [_pixels(out / model_row.extra["outputs"] / p.name) for p in lq_files]
     assert all(np.array_equal(a, b) for a, b in zip(stored, restored))  # the cached outputs are the model's

@@ -196,3 +196,54 @@ def test_black_and_white_photo_stored_as_rgb_gets_grey_faces(small_checkpoint):
     assert not np.array_equal(face.restored[..., 0], face.restored[..., 1])
     aligned = FaceRestorer(model=str(small_checkpoint), aligned=True).restore(image[:128, :128]).image
     assert np.array_equal(aligned[..., 0], aligned[..., 2])
+
+
+class CountingNetwork:
+    """Wraps a network and records the batch size of every forward."""
+
+    def __init__(self, network):
+        self.network, self.batches = network, []
+
+    def __call__(self, x, **kwargs):
+        self.batches.append(x.shape[0])
+        return self.network(x, **kwargs)
+
+
+def test_faces_of_several_photos_share_forwards_and_give_the_same_photos(small_checkpoint, tmp_path):
+    """restore_many / restore_files batch faces across photos (batch_size 4: 2 + 1 + 2 faces ->
+    forwards of 4 and 1) and give what restore gives photo by photo; a bad file among them fails alone."""
+    from faceprior import batch
+    from faceprior.image_io import read_image, write_image
+
+    rng = np.random.default_rng(3)
+    photos = [rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(3)]
+    landmarks = np.stack([_face_landmarks(120, 150, 40), _face_landmarks(290, 140, 55)])
+    detectors = [FixedDetector(landmarks), FixedDetector(landmarks[:1]), FixedDetector(landmarks)]
+
+    class PerPhotoDetector:  # the detector of the photo it is shown (photos differ in their pixels)
+        def detect_arrays(self, image):
+            (index,) = [i for i, photo in enumerate(photos) if np.array_equal(photo, image)]
+            return detectors[index].detect_arrays(image)
+
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=PerPhotoDetector(), precision="reference")
+    one_by_one = [restorer.restore(photo) for photo in photos]
+    restorer.network = counter = CountingNetwork(restorer.network)
+    together = restorer.restore_many(photos)
+    assert counter.batches == [4, 1]
+    for single, shared in zip(one_by_one, together):
+        assert len(shared.faces) == len(single.faces) and set(shared.timings_ms) == set(single.timings_ms)
+        assert np.abs(shared.image.astype(int) - single.image.astype(int)).max() <= 1
+
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i, photo in enumerate(photos):
+        write_image(folder / f"{i}.png", photo)
+    (folder / "1b.png").write_bytes(b"not an image")  # sorted between 1.png and 2.png
+    counter.batches.clear()
+    inputs, _ = batch.find_inputs([str(folder)])
+    summary = batch.restore_files(restorer, inputs, out)
+    assert counter.batches == [4, 1]
+    assert (summary.images, summary.faces) == (3, 5)
+    assert [name for name, _ in summary.failures] == [str(folder / "1b.png")]
+    for i, shared in enumerate(together):
+        np.testing.assert_array_equal(read_image(out / f"{i}.png").pixels, shared.image)

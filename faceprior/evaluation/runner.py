@@ -321,7 +321,7 @@ class ModelMethod(Method):
         self.label = label or default_label
         self.description = description or default_description
         self.settings = {"method": "model", "weights_sha256": weights, "aligned": True, "weight": 1.0,
-                         "noise": "stored", "resize_out": "lanczos-3", "version": CACHE_VERSION,
+                         "noise": "stored", "resize_out": "lanczos-3", "grey_images": "grey faces", "version": CACHE_VERSION,
                          **(extra_settings or {})}
         stem = self.label if isinstance(spec, nn.Module) or label else Path(self.label).stem
         self.key = f"{_slug(stem)}-{_short_hash(self.settings)}"
@@ -348,22 +348,10 @@ class ModelMethod(Method):
         return self.restorer
 
     def run(self, images, reference_sizes):
-        restorer = self._load()
-        size = restorer.input_size
-        outputs: List[Optional[np.ndarray]] = [None] * len(images)
-        direct = [i for i, image in enumerate(images) if image.shape[:2] == (size, size)]
-        for start in range(0, len(direct), self.batch_size):
-            chunk = direct[start:start + self.batch_size]
-            group = [images[i] for i in chunk]
-            dtypes = {image.dtype for image in group}
-            batch = np.stack(group) if len(dtypes) == 1 else np.stack([to_float01(x, np.float32) for x in group])
-            for i, restored in zip(chunk, restorer.restore_aligned(batch)):
-                outputs[i] = restored if restored.dtype == images[i].dtype else from_float01(
-                    to_float01(restored, np.float32), images[i].dtype)
-        for i, image in enumerate(images):
-            if outputs[i] is None:  # the restorer scales the whole image to S x S
-                outputs[i] = restorer.restore(image).image
-        return [resize_lanczos_to(out, ref) for out, ref in zip(outputs, reference_sizes)]
+        # As `faceprior restore --aligned` would: every image scaled to the model's input size
+        # (unchanged when it has it), faces batched across images, grey images give grey faces.
+        results = self._load().restore_many(images)
+        return [resize_lanczos_to(result.image, ref) for result, ref in zip(results, reference_sizes)]
 
 
 # ----------------------------------------------------------------------------------------------
