@@ -16,7 +16,8 @@ Variants (``--variants``, comma-separated):
 
 The variants run interleaved (ref, fp32, bf16, ..., ref, fp32, ...) so that load from other jobs
 on the machine hits them alike; each line reports the median, the spread (min .. max) and the
-ratio of medians (and of minima) to ``ref`` measured in the same run, then max |diff| and the
+ratio of medians (and of minima) to ``ref`` measured in the same run, the median and the largest
+("worst") of the per-round ratios variant / ``ref`` (paired within a round), then max |diff| and the
 PSNR of the restored uint8 face against ``ref``. Then faces/s at ``--batch`` (default 4), and with
 ``--rss`` the peak RSS of each variant, each measured in a fresh subprocess.
 
@@ -200,11 +201,15 @@ def main() -> None:
         ref_median, ref_min = statistics.median(times["ref"]), min(times["ref"])
         print(f"\nbatch 1, {args.repeats} interleaved rounds after {args.warmup} warm-up (ms per face):")
         print(f"{'variant':14s} {'median':>8s} {'min':>8s} {'max':>8s} {'ratio':>6s} {'ratio(min)':>10s} "
-              f"{'max|diff|':>10s} {'PSNR dB':>8s}")
+              f"{'paired':>7s} {'worst':>6s} {'max|diff|':>10s} {'PSNR dB':>8s}")
         for name, ts in times.items():
             diff = (outputs[name].float() - outputs["ref"]).abs().max().item()
+            # Paired: variant / reference within each round (calls seconds apart), so slow drifts of
+            # the machine's speed cancel; "worst" is the largest such ratio over the rounds.
+            paired = [t / r for t, r in zip(ts, times["ref"])]
             print(f"{name:14s} {statistics.median(ts) * 1e3:8.0f} {min(ts) * 1e3:8.0f} {max(ts) * 1e3:8.0f} "
                   f"{statistics.median(ts) / ref_median:6.3f} {min(ts) / ref_min:10.3f} "
+                  f"{statistics.median(paired):7.3f} {max(paired):6.3f} "
                   f"{diff:10.2e} {psnr_uint8(outputs[name], outputs['ref']):8.1f}")
 
         if args.batch > 0:
