@@ -207,6 +207,9 @@ class RunConfig:
         log_every: log training scalars every N iterations.
         mixing_prob: StyleGAN2 style-mixing probability (official 0.9).
         num_threads: torch CPU threads per process (null: leave torch's default).
+        blowup_factor: stop the run (before its next checkpoint) when a logged generator loss
+            (``l_g*``) rises above this many times the median of its earlier logged values, as
+            when the weights blow up without becoming NaN (0: never).
     """
 
     out_dir: str = ""
@@ -223,6 +226,7 @@ class RunConfig:
     log_every: int = 100
     mixing_prob: float = 0.9
     num_threads: Optional[int] = None
+    blowup_factor: float = 1000.0
 
 
 @dataclass

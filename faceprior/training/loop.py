@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import random
 import time
 from collections import defaultdict
@@ -337,6 +338,28 @@ def _validate(trainer: TrainerBase, iteration: int) -> None:
     ctx.barrier()
 
 
+def _check_blowup(means: dict[str, float], history: dict[str, list[float]], factor: float, iteration: int,
+                  out_dir: str) -> None:
+    """Raise TrainingDivergedError when a generator loss (``l_g*``) of this log window exceeds
+    ``factor`` times the median of its earlier windows (``history``, updated here); 0: off.
+
+    The median, not the minimum: regularisers such as the path-length penalty hover near zero and
+    jump by 10-100x between windows in a healthy run; a blow-up is x10^4 and more."""
+    if factor <= 0:
+        return
+    for name, value in means.items():
+        if not name.startswith("l_g"):
+            continue
+        earlier = history.setdefault(name, [])
+        typical = statistics.median(earlier) if earlier else None
+        if typical is not None and typical > 0 and value > factor * typical:
+            raise TrainingDivergedError(
+                f"{name} rose from {typical:.4g} (median so far) to {value:.4g} (more than x{factor:g}) at iteration "
+                f"{iteration}: the weights blew up; resume from the newest checkpoint in {out_dir} (written before "
+                f"this) with lower learning rates, or raise train.blowup_factor")
+        earlier.append(value)
+
+
 def _format_scalars(scalars: Mapping[str, float]) -> str:
     return " ".join(f"{k} {v:.4g}" for k, v in scalars.items())
 
@@ -389,6 +412,7 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
 
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=ctx.device))
         window, window_seconds = 0, 0.0  # iterations and their time (data + step, not validation / saving)
+        loss_history: dict[str, list[float]] = {}  # logged generator losses of this process, for _check_blowup
         iteration = start
         for iteration in range(start + 1, end + 1):
             step_start = time.perf_counter()
@@ -414,6 +438,7 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
                     raise TrainingDivergedError(
                         f"non-finite {', '.join(diverged)} at iteration {iteration}: the run diverged; resume from the "
                         f"newest checkpoint in {run.out_dir} with lower learning rates (or train.amp: fp32)")
+                _check_blowup(means, loss_history, run.blowup_factor, iteration, run.out_dir)
                 sums.clear()
                 window, window_seconds = 0, 0.0
 
