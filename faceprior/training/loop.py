@@ -338,7 +338,7 @@ def _validate(trainer: TrainerBase, iteration: int) -> None:
     ctx.barrier()
 
 
-def _check_blowup(means: dict[str, float], history: dict[str, list[float]], factor: float, iteration: int,
+def check_loss_blowup(means: dict[str, float], history: dict[str, list[float]], factor: float, iteration: int,
                   out_dir: str) -> None:
     """Raise TrainingDivergedError when a generator loss (``l_g*``) of this log window exceeds
     ``factor`` times the median of its earlier windows (``history``, updated here); 0: off.
@@ -412,7 +412,7 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
 
         sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=ctx.device))
         window, window_seconds = 0, 0.0  # iterations and their time (data + step, not validation / saving)
-        loss_history: dict[str, list[float]] = {}  # logged generator losses of this process, for _check_blowup
+        loss_history: dict[str, list[float]] = {}  # logged generator losses of this process, for check_loss_blowup
         iteration = start
         for iteration in range(start + 1, end + 1):
             step_start = time.perf_counter()
@@ -438,7 +438,7 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
                     raise TrainingDivergedError(
                         f"non-finite {', '.join(diverged)} at iteration {iteration}: the run diverged; resume from the "
                         f"newest checkpoint in {run.out_dir} with lower learning rates (or train.amp: fp32)")
-                _check_blowup(means, loss_history, run.blowup_factor, iteration, run.out_dir)
+                check_loss_blowup(means, loss_history, run.blowup_factor, iteration, run.out_dir)
                 sums.clear()
                 window, window_seconds = 0, 0.0
 
