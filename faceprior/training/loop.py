@@ -66,6 +66,7 @@ __all__ = [
     "StepLogs",
     "TrainingDivergedError",
     "TrainerBase",
+    "check_loss_blowup",
     "lr_factor",
     "read_warm_start",
     "run_training",
