@@ -347,7 +347,7 @@ class FaceRestorer:
         :meth:`restore` on each photo (to float rounding of the batched forward)."""
         return self.restore_prepared([self.prepare(image) for image in images])
 
-    def prepare(self, image: Any) -> "PreparedPhoto":
+    def prepare(self, image: Any) -> PreparedPhoto:
         """Detect and align the faces of one photo (see :meth:`restore` for ``image``); the network
         has not run yet. Raises ValueError for unusable images, like :meth:`restore`."""
         pixels, alpha = to_rgb_array(image)
@@ -377,7 +377,7 @@ class FaceRestorer:
         watch.lap("align")
         return PreparedPhoto(pixels, alpha, boxes, scores, landmarks, matrices, crops, watch.timings)
 
-    def restore_prepared(self, photos: Sequence["PreparedPhoto"]) -> list[Result]:
+    def restore_prepared(self, photos: Sequence[PreparedPhoto]) -> list[Result]:
         """Run the network on the faces of prepared photos (batched across photos), then paste each
         photo's faces back. The "restore" timing of a photo is its share (by face count) of the
         network time of its batch."""
@@ -393,7 +393,7 @@ class FaceRestorer:
                 photos[i].timings["restore"] = round(seconds * 1000.0 * count / sum(counts), 2)
         return [self._finish(photo, faces) for photo, faces in zip(photos, restored)]
 
-    def _finish(self, photo: "PreparedPhoto", restored: np.ndarray) -> Result:
+    def _finish(self, photo: PreparedPhoto, restored: np.ndarray) -> Result:
         """Paste restored faces [N, S, S, 3] into the (enlarged) photo."""
         pixels, alpha = photo.pixels, photo.alpha
         watch = _Stopwatch(photo.timings)

@@ -349,9 +349,15 @@ class ModelMethod(Method):
 
     def run(self, images, reference_sizes):
         # As `faceprior restore --aligned` would: every image scaled to the model's input size
-        # (unchanged when it has it), faces batched across images, grey images give grey faces.
-        results = self._load().restore_many(images)
-        return [resize_lanczos_to(result.image, ref) for result, ref in zip(results, reference_sizes)]
+        # (unchanged when it has it), grey images give grey faces. One batch of images at a time, so
+        # that no copy of every crop is held at once.
+        restorer = self._load()
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            results = restorer.restore_many(images[start:start + self.batch_size])
+            outputs += [resize_lanczos_to(result.image, ref)
+                        for result, ref in zip(results, reference_sizes[start:start + self.batch_size])]
+        return outputs
 
 
 # ----------------------------------------------------------------------------------------------
