@@ -195,6 +195,18 @@ class DlibIdentity:
                 return face.left(), face.top(), face.right(), face.bottom()
         return None
 
+    def chip_box(self, image: np.ndarray) -> Optional[tuple[float, float, float, float, float]]:
+        """Where dlib would cut the 150x150 recognition chip (padding 0.25) from the largest face
+        of an RGB image: (left, top, right, bottom, angle in radians) in pixels, or None."""
+        image = rgb_image_to_uint8(image, "image")
+        box = self.face_box(image)
+        if box is None:
+            return None
+        shape = self.predictor(image, self.dlib.rectangle(*box))
+        chip = self.dlib.get_face_chip_details(shape, 150, 0.25)
+        rect = chip.rect
+        return float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()), float(chip.angle)
+
     def descriptor(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """128-d descriptor [128] float64 of the face in ``box`` (from :meth:`face_box`) of an RGB image."""
         image = rgb_image_to_uint8(image, "image")

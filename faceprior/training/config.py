@@ -62,6 +62,7 @@ __all__ = [
 
 TASKS = ("gfpgan", "stylegan2")
 GFPGAN_ARCHS = ("GFPGANv1", "GFPGANv1Clean", "GFPGANBilinear")
+IDENTITY_NETS = ("arcface", "dlib")
 STYLEGAN2_ARCHS = ("StyleGAN2Generator", "StyleGAN2GeneratorClean")
 AMP_MODES = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,6 +95,10 @@ class ModelConfig:
             narrow, stddev_group, resample_kernel).
         pretrained_d, pretrained_d_left_eye, pretrained_d_right_eye, pretrained_d_mouth:
             discriminator warm starts (``params`` checkpoints as basicsr writes them).
+        identity_net: the network of the identity loss: ``arcface`` (the paper's; weights in
+            ``arcface``) or ``dlib`` (dlib's face-recognition ResNet from the installed
+            ``face-recognition-models`` package, read by :mod:`faceprior.models.dlib_resnet`: the
+            offline replacement; distance of :class:`faceprior.training.losses.DlibIdentityLoss`).
         arcface: ArcFace weights for the identity loss (``arcface_resnet18.pth``).
         random_arcface: allow a randomly initialised ArcFace when ``arcface`` is not given (the
             identity loss then only constrains the output to a random feature space: a warning
@@ -113,6 +118,7 @@ class ModelConfig:
     pretrained_d_left_eye: Optional[str] = None
     pretrained_d_right_eye: Optional[str] = None
     pretrained_d_mouth: Optional[str] = None
+    identity_net: str = "arcface"
     arcface: Optional[str] = None
     random_arcface: bool = False
     vgg: Optional[str] = None
@@ -466,6 +472,8 @@ def _validate(config: TrainConfig) -> None:
     out_size = model.kwargs.get("out_size")
     if out_size != config.data.size:
         fail("model.kwargs.out_size", f"must equal data.size ({config.data.size}), got {out_size!r}")
+    if model.identity_net not in IDENTITY_NETS:
+        fail("model.identity_net", f"must be one of {', '.join(IDENTITY_NETS)}, got {model.identity_net!r}")
     if config.task == "stylegan2" and (model.decoder_load_path or not model.fix_decoder):
         fail("model.decoder_load_path", "GFP-GAN decoder options do not apply to task stylegan2 (use model.pretrained)")
 

@@ -33,6 +33,7 @@ from faceprior.training.roi_align import roi_align
 
 __all__ = [
     "COMPONENTS",
+    "DlibIdentityLoss",
     "GFPGAN_PERCEPTUAL_LAYER_WEIGHTS",
     "LossWeights",
     "PerceptualLoss",
@@ -82,7 +83,8 @@ class LossWeights:
             discriminator (``gan_component_opt.loss_weight``).
         component_style: Gram style loss on the component discriminators' features
             (``comp_style_weight``).
-        identity: L1 between ArcFace embeddings (``identity_weight``).
+        identity: L1 between ArcFace embeddings (``identity_weight``), or with
+            ``model.identity_net: dlib`` the distance of :class:`DlibIdentityLoss`.
         r1, r1_every: R1 penalty weight (``r1_reg_weight``) and lazy interval (``net_d_reg_every``).
         path_length, path_length_every, path_length_decay, path_batch_shrink: StyleGAN2 path-length
             regularisation (``path_reg_weight``, ``net_g_reg_every``, the EMA decay of the mean path
@@ -480,3 +482,49 @@ def identity_loss(arcface: nn.Module, restored: torch.Tensor, gt: torch.Tensor, 
     with torch.no_grad():
         gt_embedding = arcface(gray_resize_for_identity(gt))
     return l1_loss(arcface(gray_resize_for_identity(restored)), gt_embedding, weight)
+
+
+class DlibIdentityLoss(nn.Module):
+    """Identity loss with dlib's face-recognition ResNet, where ArcFace weights are not at hand.
+
+    ``weight * mean_b || d(chip(restored_b)) - d(chip(gt_b)) ||_2``: the Euclidean distance
+    between 128-d descriptors (the dlib-id metric's distance), the ground-truth descriptor
+    detached. ``chip`` cuts one fixed box of the aligned faces and resamples it to 150x150
+    (bilinear, differentiable): the box is where dlib would cut its recognition chip on faces of
+    this framing (see ``GFPGANTrainer``), as GFP-GAN's ArcFace loss uses one fixed resize.
+
+    Args:
+        net: :class:`faceprior.models.dlib_resnet.DlibFaceResNet`, eval mode, frozen.
+        box: (left, top, right, bottom) of the chip, in pixels of the faces passed in.
+        weight: loss weight.
+    Inputs: restored, gt [B, 3, S, S] RGB in [-1, 1] (the box is in pixels of S).
+    """
+
+    def __init__(self, net: nn.Module, box: Sequence[float], weight: float = 1.0):
+        super().__init__()
+        if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
+            raise ValueError(f"DlibIdentityLoss: box must be (left, top, right, bottom) with right > left and "
+                             f"bottom > top, got {list(box)}")
+        self.net = net
+        self.box = tuple(float(v) for v in box)
+        self.weight = weight
+
+    def chips(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] -> [B, 3, 150, 150]: the box resampled, chip pixel centres spread evenly
+        from the box's left/top to its right/bottom edge pixel."""
+        batch, _, height, width = images.shape
+        left, top, right, bottom = self.box
+        # affine_grid (align_corners=True) maps output [-1, 1] to input [-1, 1] = pixel 0 .. size-1
+        scale_x, scale_y = (right - left) / (width - 1), (bottom - top) / (height - 1)
+        shift_x, shift_y = (left + right) / (width - 1) - 1, (top + bottom) / (height - 1) - 1
+        theta = torch.tensor([[scale_x, 0.0, shift_x], [0.0, scale_y, shift_y]], device=images.device,
+                             dtype=images.dtype).expand(batch, 2, 3)
+        grid = F.affine_grid(theta, [batch, 3, 150, 150], align_corners=True)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+    def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        _check_same_shape(restored, gt, "DlibIdentityLoss")
+        with torch.no_grad():
+            gt_descriptor = self.net.descriptor_from_unit_range(self.chips(gt.float()))
+        descriptor = self.net.descriptor_from_unit_range(self.chips(restored.float()))
+        return (descriptor - gt_descriptor).norm(dim=1).mean() * self.weight

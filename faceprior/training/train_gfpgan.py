@@ -33,20 +33,29 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from faceprior.image_io import from_float01
+from faceprior.metrics.availability import MetricUnavailable
+from faceprior.metrics.identity import dlib_model_paths, load_dlib_identity
 from faceprior.metrics.psnr_ssim import psnr_torch, ssim_torch
 from faceprior.models import create_model
 from faceprior.models.arcface import ResNetArcFace
+from faceprior.models.dlib_resnet import load_dlib_face_resnet
 from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator
 from faceprior.models.stylegan2 import StyleGAN2Discriminator
 from faceprior.models.vgg import VGG19Features, load_vgg19_weights
 from faceprior.training.config import ConfigError, TrainConfig, lazy_regularization_ratio
 from faceprior.training.dataset import FaceDataset
+from faceprior.training.degradations import list_image_files, read_float_image, resize_image
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
 from faceprior.training.losses import (
+    DlibIdentityLoss,
     COMPONENTS,
     GFPGAN_PERCEPTUAL_LAYER_WEIGHTS,
     PerceptualLoss,
@@ -100,6 +109,11 @@ def _uint8_to_model(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device=device, dtype=torch.float32) / 127.5 - 1.0
 
 
+# training faces on which the dlib identity loss finds its chip box (see _build_dlib_identity)
+DLIB_CHIP_PROBE_IMAGES = 256
+DLIB_CHIP_PROBE_SIZE = 256  # faces are looked at this size (dlib's detector misses small faces)
+
+
 class GFPGANTrainer(TrainerBase):
     """The GFP-GAN networks, optimisers and one training iteration (see the module docstring).
 
@@ -147,7 +161,10 @@ class GFPGANTrainer(TrainerBase):
 
         # Frozen auxiliary networks.
         self.arcface: Optional[nn.Module] = None
-        if weights.enabled("identity"):
+        self.dlib_identity: Optional[DlibIdentityLoss] = None
+        if weights.enabled("identity") and model.identity_net == "dlib":
+            self.dlib_identity = self._build_dlib_identity(weights.identity).to(device)
+        elif weights.enabled("identity"):
             self.arcface = self._build_arcface().to(device).eval()
         self.perceptual: Optional[PerceptualLoss] = None
         if weights.enabled("perceptual") or weights.enabled("style"):
@@ -199,6 +216,38 @@ class GFPGANTrainer(TrainerBase):
         for param in arcface.parameters():
             param.requires_grad_(False)
         return arcface
+
+    def _build_dlib_identity(self, weight: float) -> DlibIdentityLoss:
+        """dlib's face-recognition ResNet and the chip box of this data's framing: the median of
+        dlib's own chip boxes (``DlibIdentity.chip_box``) on the first training faces where its
+        detector finds a face (at 256 px, padded by a quarter: tight crops defeat the detector),
+        scaled to the training size."""
+        config = self.config
+        try:
+            dlib_identity = load_dlib_identity()
+        except MetricUnavailable as error:
+            raise ConfigError(f"{config.source}: model.identity_net: dlib: {error}") from None
+        recognition_model, _ = dlib_model_paths()
+        size, probe = config.data.size, DLIB_CHIP_PROBE_SIZE
+        pad = probe // 4
+        boxes = []
+        probed = list_image_files(Path(config.data.train))[:DLIB_CHIP_PROBE_IMAGES]
+        for path in probed:
+            image = from_float01(resize_image(read_float_image(path), probe, probe), np.uint8)
+            box = dlib_identity.chip_box(np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+            if box is not None:
+                boxes.append([v - pad for v in box[:4]])
+        if len(boxes) < 8:
+            raise ConfigError(f"{config.source}: model.identity_net: dlib: dlib found a face in only {len(boxes)} of the "
+                              f"first {len(probed)} training images of {config.data.train}; need 8")
+        # median box at the probe size -> pixels of the training size (pixel centres scale)
+        left, top, right, bottom = ((float(v) + 0.5) * size / probe - 0.5 for v in np.median(np.asarray(boxes), axis=0))
+        # centred horizontally, so that flipped faces get the same chip
+        left = (left + (size - 1 - right)) / 2
+        box = [left, top, size - 1 - left, bottom]
+        self.log.info(f"identity loss: dlib face-recognition ResNet ({recognition_model.name}), chip box "
+                      f"({', '.join(f'{v:.1f}' for v in box)}) at {size} px from {len(boxes)} training faces")
+        return DlibIdentityLoss(load_dlib_face_resnet(recognition_model), box, weight)
 
     def _build_vgg(self) -> VGG19Features:
         model = self.config.model
@@ -259,6 +308,8 @@ class GFPGANTrainer(TrainerBase):
                         losses[f"l_g_comp_{name}"] = value.float()
                 if self.arcface is not None:
                     losses["l_identity"] = identity_loss(self.arcface, output, gt, w.identity).float()
+                if self.dlib_identity is not None:
+                    losses["l_identity"] = self.dlib_identity(output, gt).float()
                 total = sum(losses.values())
             (total / accum).backward()
             for name, value in losses.items():
