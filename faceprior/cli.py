@@ -19,6 +19,7 @@ import torch
 
 from faceprior import __version__
 from faceprior.batch import find_inputs, format_summary, restore_files
+from faceprior.face.templates import TEMPLATES
 from faceprior.image_io import DEFAULT_MAX_PIXELS
 from faceprior.inference.onnx_export import add_export_command
 from faceprior.models import create_model
@@ -165,6 +166,9 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
     parser.add_argument("--model", default=None, help="registered name (see `faceprior models`) or checkpoint path; "
                         "default: the best registered model in the weight cache")
+    parser.add_argument("--template", default=None, choices=tuple(TEMPLATES),
+                        help="face framing the model was trained on (default: a registered model's own; "
+                        "ffhq for a checkpoint file; celeba-hq for models trained on faces-train-256)")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "retinaface", "retinaface-mobilenet"))
     parser.add_argument("--aligned", action="store_true", help="inputs are already aligned faces: no detection")
     parser.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
@@ -212,7 +216,7 @@ def run_restore(args: argparse.Namespace) -> int:
             aligned=args.aligned, only_center_face=args.only_center_face, min_face=args.min_face,
             max_faces=args.max_faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
             upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
-            precision=args.precision)
+            precision=args.precision, template=args.template)
     except (NoModelError, ValueError) as e:
         raise CommandError(str(e)) from None
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",

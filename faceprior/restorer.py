@@ -26,7 +26,7 @@ from torch import nn
 from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
 from faceprior.face.paste import paste_faces
-from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
+from faceprior.face.templates import named_template
 from faceprior.image_io import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
 from faceprior.weights.loading import load_model
 from faceprior.weights.registry import MODELS, cached_models, registered_path
@@ -70,17 +70,18 @@ def model_input_size(model: nn.Module) -> int:
 
 
 def choose_model(spec: ModelSpec = None, device: str | torch.device = "cpu",
-                 cache_dir: Optional[str] = None) -> ModelChoice:
+                 cache_dir: Optional[str] = None, template: Optional[str] = None) -> ModelChoice:
     """Resolve ``spec`` (registered name, file path, a ready nn.Module, or None) to a model.
 
     None picks the best registered model present (MODEL_PREFERENCE order: official models in the
     weight cache, else the model bundled with the package); without any, NoModelError says which
-    file to put where.
+    file to put where. ``template`` names the face framing (a key of ``TEMPLATES``: "ffhq",
+    "celeba-hq"); None: the registered model's own, "ffhq" for files and modules.
     """
+    if template is not None:
+        named_template(template, 512)  # unknown names fail before any model is loaded
     if isinstance(spec, nn.Module):
-        size = model_input_size(spec)
-        return ModelChoice(spec.eval(), type(spec).__name__, size,
-                           scale_template(FFHQ_TEMPLATE_512, 512, size), "model object passed in")
+        return _unregistered_choice(spec.eval(), type(spec).__name__, "model object passed in", template)
     if spec is None:
         present = cached_models(cache_dir)
         for name in MODEL_PREFERENCE:
@@ -92,24 +93,32 @@ def choose_model(spec: ModelSpec = None, device: str | torch.device = "cpu",
                           "for sharper results)")
             else:
                 reason = f"best registered model in the cache ({present[name]})"
-            return _registered_choice(name, device, cache_dir, reason)
+            return _registered_choice(name, device, cache_dir, reason, template)
         wanted = registered_path(MODELS[MODEL_PREFERENCE[0]], cache_dir)
         raise NoModelError(
             f"no restoration model available: put {wanted.name} ({MODELS[MODEL_PREFERENCE[0]].url}) at {wanted}, "
             f"or pass --model NAME|PATH (registered: {', '.join(MODELS)})")
     text = str(spec)
     if text in MODELS:
-        return _registered_choice(text, device, cache_dir, "named on the command line")
+        return _registered_choice(text, device, cache_dir, "named on the command line", template)
     model = load_model(text, device=device, cache_dir=cache_dir)
+    return _unregistered_choice(model, text, "file named on the command line", template)
+
+
+def _unregistered_choice(model: nn.Module, name: str, reason: str, template: Optional[str]) -> ModelChoice:
     size = model_input_size(model)
-    return ModelChoice(model, text, size, scale_template(FFHQ_TEMPLATE_512, 512, size),
-                       "file named on the command line (FFHQ framing assumed)")
+    framing = f"{template} framing" if template else "FFHQ framing assumed; --template to change"
+    return ModelChoice(model, name, size, named_template(template or "ffhq", size), f"{reason} ({framing})")
 
 
-def _registered_choice(name: str, device: Any, cache_dir: Optional[str], reason: str) -> ModelChoice:
+def _registered_choice(name: str, device: Any, cache_dir: Optional[str], reason: str,
+                       template: Optional[str] = None) -> ModelChoice:
     entry = MODELS[name]
     model = load_model(name, device=device, cache_dir=cache_dir)
-    return ModelChoice(model, name, entry.input_size, np.asarray(entry.face_template, dtype=np.float64), reason)
+    if template is None:
+        return ModelChoice(model, name, entry.input_size, np.asarray(entry.face_template, dtype=np.float64), reason)
+    return ModelChoice(model, name, entry.input_size, named_template(template, entry.input_size),
+                       f"{reason}; {template} framing instead of its own")
 
 
 PRECISIONS = ("fp32", "reference", "bf16", "auto")
@@ -254,6 +263,9 @@ class FaceRestorer:
             differently). "reference": the unmodified forward of the loaded network, exactly.
             "bf16": bfloat16 (CPU fast path with AMX / AVX512-BF16, autocast on GPUs; ~50 dB PSNR
             against fp32). "auto": bf16 where the hardware computes it natively, else fp32.
+        template: the face framing the model was trained on, a key of
+            ``faceprior.face.templates.TEMPLATES`` ("ffhq", "celeba-hq"); None: a registered
+            model's own, "ffhq" for a checkpoint file or module.
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
@@ -262,7 +274,7 @@ class FaceRestorer:
                  seed: Optional[int] = None, upsampler: Union[Upsampler, str, None] = None,
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", template: Optional[str] = None):
         if not upscale >= 1:
             raise ValueError(f"upscale must be >= 1, got {upscale}")
         if not 0 <= weight <= 1:
@@ -270,7 +282,7 @@ class FaceRestorer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.choice = choose_model(model, self.device, cache_dir)
+        self.choice = choose_model(model, self.device, cache_dir, template)
         self.model = self.choice.model.to(self.device).eval()
         self.network, self.autocast_dtype, self.precision_note = inference_network(self.model, precision, self.device)
         self.input_size = self.choice.input_size

@@ -176,6 +176,21 @@ def test_template_scales_with_the_model_input(small_checkpoint):
     np.testing.assert_allclose(choice.template, scale_template(FFHQ_TEMPLATE_512, 512, 128))
 
 
+def test_named_template_for_a_checkpoint_file_and_instead_of_a_registered_ones_own(small_checkpoint):
+    from faceprior.face.templates import CELEBA_HQ_TEMPLATE_256
+
+    choice = choose_model(str(small_checkpoint), template="celeba-hq")
+    np.testing.assert_allclose(choice.template, scale_template(CELEBA_HQ_TEMPLATE_256, 256, 128))
+    assert "celeba-hq framing" in choice.reason
+    assert "--template" in choose_model(str(small_checkpoint)).reason
+    bundled = choose_model("faceprior-256", template="ffhq")
+    np.testing.assert_allclose(bundled.template, scale_template(FFHQ_TEMPLATE_512, 512, 256))
+    assert "ffhq framing instead of its own" in bundled.reason
+    np.testing.assert_allclose(choose_model("faceprior-256").template, CELEBA_HQ_TEMPLATE_256)
+    with pytest.raises(ValueError, match="unknown face template 'celeba'; known: ffhq, celeba-hq"):
+        choose_model(str(small_checkpoint), template="celeba")
+
+
 def test_black_and_white_photo_stored_as_rgb_gets_grey_faces(small_checkpoint):
     from faceprior.image_io import looks_gray
 

@@ -1,7 +1,7 @@
 """A comparison sheet of real-world faces: the aligned input face next to the restored one.
 
     python tools/realworld_sheet.py ../shared/data/realworld-aligned -o sheet.png
-        [--model faceprior-256] [--limit 24] [--columns 4] [--tile 192]
+        [--model faceprior-256 | --model CKPT --template celeba-hq] [--limit 24] [--columns 4] [--tile 192]
 
 Runs the whole pipeline (``FaceRestorer``: MTCNN, alignment to the model's own template,
 restoration) on every image of the folder (sorted, recursive) and tiles, for the largest face of
@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.face.background import upscale_lanczos  # noqa: E402
+from faceprior.face.templates import TEMPLATES  # noqa: E402
 from faceprior.image_io import from_float01, read_image, to_float01, write_image  # noqa: E402
 from faceprior.restorer import FaceRestorer  # noqa: E402
 
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--model", default="faceprior-256")
+    parser.add_argument("--template", default=None, choices=tuple(TEMPLATES),
+                        help="face framing of a model given as a file (celeba-hq for faces-train-256 models)")
     parser.add_argument("--limit", type=int, default=24, help="images to use (default 24)")
     parser.add_argument("--columns", type=int, default=4, help="input|restored pairs per row (default 4)")
     parser.add_argument("--tile", type=int, default=192, help="side of each face tile in pixels (default 192)")
@@ -47,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    restorer = FaceRestorer(model=args.model, max_faces=1)
+    restorer = FaceRestorer(model=args.model, max_faces=1, template=args.template)
     print(f"model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}")
     pairs = []
     for path in sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):

@@ -41,3 +41,18 @@ CELEBA_HQ_TEMPLATE_256 = np.array(
 def scale_template(template: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
     """Rescale a [5, 2] template made for ``from_size`` crops to ``to_size`` crops."""
     return np.asarray(template, dtype=np.float64) * (to_size / from_size)
+
+
+# Named framings, for a model given as a file (``--template NAME``; registered models carry their own).
+TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
+    "ffhq": (FFHQ_TEMPLATE_512, 512),  # the official GFP-GAN models, FFHQ-trained models
+    "celeba-hq": (CELEBA_HQ_TEMPLATE_256, 256),  # models trained on faces-train-256 (faceprior-256)
+}
+
+
+def named_template(name: str, size: int) -> np.ndarray:
+    """The [5, 2] template ``name`` (a key of :data:`TEMPLATES`) for ``size`` x ``size`` crops."""
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown face template {name!r}; known: {', '.join(TEMPLATES)}")
+    template, made_for = TEMPLATES[name]
+    return scale_template(template, made_for, size)
