@@ -1,10 +1,10 @@
 """Turn a training checkpoint into the bundled default model file (fp16 safetensors).
 
     python tools/ship_default_model.py /work/runs/gfpgan_256_cpu/models/net_g_00004000.pth \
-        --check-dir /work/runs/testset256/lq [--force]
+        --config configs/gfpgan_clean_256_cpu.yaml --check-dir /work/runs/testset256/lq [--force]
 
 Loads the checkpoint's EMA weights (``params_ema``) into the network of the registry entry
-"faceprior-256" (strict: every key and shape must fit), stores every floating-point tensor as
+"faceprior-256" (strict: every key and shape must fit: its ``kwargs`` must be the config's), stores every floating-point tensor as
 float16 in ``faceprior/data/faceprior-256.safetensors`` (atomic write; an existing file is kept
 unless ``--force``), and measures what float16 storage costs: the PSNR between the outputs of the
 float32 weights and the float16-stored weights (both run in float32) on the faces of
@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path, help="training checkpoint (models/net_g_XXXXXXXX.pth)")
     parser.add_argument("--check-dir", type=Path, required=True, help="folder of degraded 256x256 faces to compare outputs on")
     parser.add_argument("--limit", type=int, default=32, help="faces of --check-dir to use (default 32)")
+    parser.add_argument("--config", required=True, help="the training config of the checkpoint (stored in the file's metadata)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundled file")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -88,7 +89,7 @@ def main() -> None:
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors(half, out_path, metadata={"name": NAME, "source": args.checkpoint.name, "weights": "params_ema",
-                                               "config": "configs/gfpgan_clean_256_cpu.yaml"})
+                                               "config": args.config})
     assert all(torch.equal(load_safetensors(out_path)[k], half[k]) for k in half)
     print(f"wrote {out_path}: {out_path.stat().st_size} bytes, sha256 {sha256_of_file(out_path)}")
 
