@@ -84,9 +84,14 @@ def test_identity_loss_is_zero_for_the_same_face_and_trains_only_the_restored_fa
     value = loss(restored, gt)
     value.backward()
     assert value.item() > 0 and restored.grad.abs().sum() > 0 and gt.grad is None
-    # the chip is the box resampled: a box of the whole image gives the image itself at 150 px
-    whole = DlibIdentityLoss(net, (0, 0, 149, 149)).chips(torch.arange(150.0).expand(1, 3, 150, 150))
-    assert torch.allclose(whole, torch.arange(150.0).expand(1, 3, 150, 150), atol=1e-4)
+    # the chip is the box resampled, in grey: a box of the whole image gives the image itself at 150 px
+    ramp = torch.arange(150.0).expand(1, 3, 150, 150)
+    assert torch.allclose(DlibIdentityLoss(net, (0, 0, 149, 149)).chips(ramp), ramp, rtol=2e-4, atol=1e-3)
+    # colour alone (same grey) does not change the loss
+    tinted = gt.detach().clone()
+    tinted[:, 0] += 0.1 / 0.2989 * 0.05
+    tinted[:, 1] -= 0.1 / 0.5870 * 0.05
+    assert loss(tinted, gt.detach()).item() < 1e-3
     with pytest.raises(ValueError, match="right > left"):
         DlibIdentityLoss(net, (10, 0, 5, 20))
 

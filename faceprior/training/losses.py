@@ -491,7 +491,10 @@ class DlibIdentityLoss(nn.Module):
     between 128-d descriptors (the dlib-id metric's distance), the ground-truth descriptor
     detached. ``chip`` cuts one fixed box of the aligned faces and resamples it to 150x150
     (bilinear, differentiable): the box is where dlib would cut its recognition chip on faces of
-    this framing (see ``GFPGANTrainer``), as GFP-GAN's ArcFace loss uses one fixed resize.
+    this framing (see ``GFPGANTrainer``), as GFP-GAN's ArcFace loss uses one fixed resize. The
+    chips are grey, as GFP-GAN's ArcFace input: with colour, the generator learned to meet the
+    loss with red/blue fringes along the lips (validation SSIM fell below the input's within
+    750 iterations; docs/default_model.md).
 
     Args:
         net: :class:`faceprior.models.dlib_resnet.DlibFaceResNet`, eval mode, frozen.
@@ -510,8 +513,9 @@ class DlibIdentityLoss(nn.Module):
         self.weight = weight
 
     def chips(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, 3, S, S] -> [B, 3, 150, 150]: the box resampled, chip pixel centres spread evenly
-        from the box's left/top to its right/bottom edge pixel."""
+        """[B, 3, S, S] -> [B, 3, 150, 150] grey: the box resampled, chip pixel centres spread
+        evenly from the box's left/top to its right/bottom edge pixel, then
+        ``0.2989 R + 0.5870 G + 0.1140 B`` in all three channels."""
         batch, _, height, width = images.shape
         left, top, right, bottom = self.box
         # affine_grid (align_corners=True) maps output [-1, 1] to input [-1, 1] = pixel 0 .. size-1
@@ -520,7 +524,9 @@ class DlibIdentityLoss(nn.Module):
         theta = torch.tensor([[scale_x, 0.0, shift_x], [0.0, scale_y, shift_y]], device=images.device,
                              dtype=images.dtype).expand(batch, 2, 3)
         grid = F.affine_grid(theta, [batch, 3, 150, 150], align_corners=True)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        grey = 0.2989 * chips[:, 0:1] + 0.5870 * chips[:, 1:2] + 0.1140 * chips[:, 2:3]
+        return grey.expand(-1, 3, -1, -1)
 
     def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         _check_same_shape(restored, gt, "DlibIdentityLoss")
