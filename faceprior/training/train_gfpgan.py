@@ -7,7 +7,8 @@ stepped once, over ``train.grad_accum`` micro-batches per step:
    terms of ``losses`` (:class:`~faceprior.training.losses.LossWeights`): pixel L1; image-pyramid
    L1 on the U-Net RGB outputs (weight 1e-12 after ``remove_pyramid_after``); VGG19 perceptual and
    style; the logistic GAN loss against the StyleGAN2 discriminator; the facial-component GAN
-   and style losses (RoIAlign crops of eyes and mouth); the ArcFace identity loss. Adam step.
+   and style losses (RoIAlign crops of eyes and mouth); the ArcFace identity loss (or dlib's,
+   ``model.identity_net: dlib``). Adam step.
 2. **EMA** of the generator.
 3. **Discriminator step**: logistic loss on the restored (detached) and ground-truth faces, plus
    the lazy R1 penalty every ``r1_every`` iterations (computed from the same real forward pass:
@@ -22,7 +23,9 @@ inputs are logged (``val`` records of ``metrics.jsonl``), with a grid LQ / resto
 
 Auxiliary networks: ArcFace (identity loss) and VGG19 (perceptual/style loss) need their
 pretrained weights (``model.arcface``, ``model.vgg``); without them the config must say
-``random_arcface: true`` / ``random_vgg: true`` explicitly, and a warning is printed.
+``random_arcface: true`` / ``random_vgg: true`` explicitly, and a warning is printed. Offline,
+``model.identity_net: dlib`` takes dlib's face-recognition ResNet for the identity loss instead
+(:class:`~faceprior.training.losses.DlibIdentityLoss`; the weights of ``face-recognition-models``).
 
 Usage: ``faceprior train configs/gfpgan_clean_256_small.yaml`` or, from Python,
 ``train(load_config(path))``; distributed with ``torchrun --nproc_per_node N -m faceprior train CONFIG``.
@@ -31,9 +34,8 @@ Usage: ``faceprior train configs/gfpgan_clean_256_small.yaml`` or, from Python,
 from __future__ import annotations
 
 import warnings
-from typing import Optional
-
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -55,9 +57,9 @@ from faceprior.training.degradations import list_image_files, read_float_image, 
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
 from faceprior.training.losses import (
-    DlibIdentityLoss,
     COMPONENTS,
     GFPGAN_PERCEPTUAL_LAYER_WEIGHTS,
+    DlibIdentityLoss,
     PerceptualLoss,
     component_crop_settings,
     component_discriminator_losses,
