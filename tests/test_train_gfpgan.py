@@ -21,6 +21,7 @@ from faceprior.training.checkpointing import (
     find_latest_checkpoint,
     list_checkpoints,
     load_training_state,
+    prune_run_files,
     remove_stale_temporary_files,
     save_training_state,
 )
@@ -401,3 +402,20 @@ def test_a_run_whose_weights_blow_up_without_nan_stops_before_its_next_checkpoin
     unguarded = tiny_config(tmp_path / "unguarded", faces, train__blowup_factor=0.0, **settings)
     train(unguarded)  # finite losses: without the guard the run goes on to the end
     assert [i for i, _ in list_checkpoints(unguarded.train.out_dir)][-1] == 6
+
+
+def test_pruning_keeps_the_newest_files_and_every_nth_generator(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "models").mkdir()
+    for it in range(100, 1100, 100):
+        (tmp_path / "checkpoints" / f"state_{it:08d}.pth").write_bytes(b"s")
+        (tmp_path / "models" / f"net_g_{it:08d}.pth").write_bytes(b"g")
+    (tmp_path / "models" / "notes.txt").write_text("mine")  # not a run file: never touched
+    prune_run_files(tmp_path, keep=2, keep_generators_every=500)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["state_00000900.pth", "state_00001000.pth"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [
+        "net_g_00000500.pth", "net_g_00000900.pth", "net_g_00001000.pth", "notes.txt"]
+    prune_run_files(tmp_path, keep=1)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["net_g_00001000.pth", "notes.txt"]
+    with pytest.raises(ConfigError, match="train.keep_generators_every: must be >= 1 or null"):
+        tiny_config(tmp_path, tmp_path, train__keep_generators_every=0)

@@ -125,12 +125,15 @@ def remove_stale_temporary_files(out_dir: PathLike) -> list[Path]:
     return removed
 
 
-def prune_run_files(out_dir: PathLike, keep: int) -> None:
-    """Keep only the newest ``keep`` training states and exported generators."""
+def prune_run_files(out_dir: PathLike, keep: int, keep_generators_every: Optional[int] = None) -> None:
+    """Keep only the newest ``keep`` training states and exported generators, plus every exported
+    generator whose iteration is a multiple of ``keep_generators_every`` (None: none of them)."""
     out_dir = Path(out_dir)
     for folder, pattern in ((out_dir / "checkpoints", _STATE_NAME), (out_dir / "models", _MODEL_NAME)):
         files = _numbered(folder, pattern)
-        for _, path in files[:max(0, len(files) - keep)]:
+        for iteration, path in files[:max(0, len(files) - keep)]:
+            if pattern is _MODEL_NAME and keep_generators_every and iteration % keep_generators_every == 0:
+                continue
             path.unlink(missing_ok=True)
 
 

@@ -209,6 +209,9 @@ class RunConfig:
             training noise; the data order depends on it too.
         save_every: write a resumable checkpoint every N iterations (and at the end).
         keep_checkpoints: keep the newest N checkpoints (and exported generators).
+        keep_generators_every: also keep every exported generator (``models/net_g_*.pth``, the
+            small files) whose iteration is a multiple of N, for picking or comparing later
+            (null: only the newest ``keep_checkpoints``).
         val_every: validate / write sample grids every N iterations (0: never).
         log_every: log training scalars every N iterations.
         mixing_prob: StyleGAN2 style-mixing probability (official 0.9).
@@ -228,6 +231,7 @@ class RunConfig:
     seed: int = 0
     save_every: int = 5000
     keep_checkpoints: int = 2
+    keep_generators_every: Optional[int] = None
     val_every: int = 5000
     log_every: int = 100
     mixing_prob: float = 0.9
@@ -512,6 +516,8 @@ def _validate(config: TrainConfig) -> None:
             fail(f"train.{key}", f"must be >= 1, got {getattr(run, key)}")
     if run.val_every < 0:
         fail("train.val_every", f"must be >= 0, got {run.val_every}")
+    if run.keep_generators_every is not None and run.keep_generators_every < 1:
+        fail("train.keep_generators_every", f"must be >= 1 or null, got {run.keep_generators_every}")
     if run.ema_decay is not None and not 0.0 <= run.ema_decay < 1.0:
         fail("train.ema_decay", f"must be in [0, 1), got {run.ema_decay}")
     if run.ema_half_life_images <= 0:

@@ -302,7 +302,7 @@ def _save_checkpoint(trainer: TrainerBase, stream: BatchStream, iteration: int) 
         }
         save_training_state(state, checkpoint_path(out_dir, iteration))
         export_generator(exported_model_path(out_dir, iteration), trainer.net_g, trainer.net_g_ema)
-        prune_run_files(out_dir, config.train.keep_checkpoints)
+        prune_run_files(out_dir, config.train.keep_checkpoints, config.train.keep_generators_every)
     ctx.barrier()
 
 
