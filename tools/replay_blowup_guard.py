@@ -10,25 +10,21 @@ stopped the run, or that it never fires. Used to pick the default factor without
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from faceprior.training.logging import read_metrics
 from faceprior.training.loop import TrainingDivergedError, check_loss_blowup
 
 
 def replay(path: Path, factor: float) -> str:
     """Where the guard fires on the run logged in ``path`` (its message), or 'never fires'."""
     history: dict[str, list[float]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            if record.get("kind") != "train":
-                continue
-            losses = {k: float(v) for k, v in record.items() if k.startswith("l_")}
-            try:
-                check_loss_blowup(losses, history, factor, int(record["iter"]), str(path.parent))
-            except TrainingDivergedError as error:
-                return str(error).split(": the weights")[0]
+    for record in read_metrics(path, "train"):
+        losses = {k: float(v) for k, v in record.items() if k.startswith("l_")}
+        try:
+            check_loss_blowup(losses, history, factor, int(record["iter"]), str(path.parent))
+        except TrainingDivergedError as error:
+            return str(error).split(": the weights")[0]
     return "never fires"
 
 

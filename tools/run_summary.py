@@ -13,21 +13,19 @@ replace the earlier ones.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from faceprior.training.logging import read_metrics  # noqa: E402
 
 
 def summarize(path: Path) -> str:
-    train: dict[int, dict] = {}
-    val: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        target = train if record.get("kind") == "train" else val if record.get("kind") == "val" else None
-        if target is not None:
-            target[int(record["iter"])] = record
+    train = {int(r["iter"]): r for r in read_metrics(path, "train")}
+    val = {int(r["iter"]): r for r in read_metrics(path, "val")}
     if not train:
         return f"{path}: no train records"
     iterations = sorted(train)
