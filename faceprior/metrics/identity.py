@@ -178,6 +178,7 @@ class DlibIdentity:
             default_recognition, default_predictor = dlib_model_paths()
             recognition_model = recognition_model or default_recognition
             shape_predictor = shape_predictor or default_predictor
+        self.recognition_model_path = Path(recognition_model)
         self.detector = self.dlib.get_frontal_face_detector()
         self.predictor = self.dlib.shape_predictor(os.fspath(shape_predictor))
         self.recognizer = self.dlib.face_recognition_model_v1(os.fspath(recognition_model))
@@ -195,17 +196,16 @@ class DlibIdentity:
                 return face.left(), face.top(), face.right(), face.bottom()
         return None
 
-    def chip_box(self, image: np.ndarray) -> Optional[tuple[float, float, float, float, float]]:
+    def chip_box(self, image: np.ndarray) -> Optional[tuple[float, float, float, float]]:
         """Where dlib would cut the 150x150 recognition chip (padding 0.25) from the largest face
-        of an RGB image: (left, top, right, bottom, angle in radians) in pixels, or None."""
+        of an RGB image: (left, top, right, bottom) in pixels (before its rotation), or None."""
         image = rgb_image_to_uint8(image, "image")
         box = self.face_box(image)
         if box is None:
             return None
         shape = self.predictor(image, self.dlib.rectangle(*box))
-        chip = self.dlib.get_face_chip_details(shape, 150, 0.25)
-        rect = chip.rect
-        return float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom()), float(chip.angle)
+        rect = self.dlib.get_face_chip_details(shape, 150, 0.25).rect
+        return float(rect.left()), float(rect.top()), float(rect.right()), float(rect.bottom())
 
     def descriptor(self, image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """128-d descriptor [128] float64 of the face in ``box`` (from :meth:`face_box`) of an RGB image."""

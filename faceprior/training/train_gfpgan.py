@@ -43,7 +43,7 @@ from torch import nn
 
 from faceprior.image_io import from_float01
 from faceprior.metrics.availability import MetricUnavailable
-from faceprior.metrics.identity import dlib_model_paths, load_dlib_identity
+from faceprior.metrics.identity import load_dlib_identity
 from faceprior.metrics.psnr_ssim import psnr_torch, ssim_torch
 from faceprior.models import create_model
 from faceprior.models.arcface import ResNetArcFace
@@ -229,7 +229,6 @@ class GFPGANTrainer(TrainerBase):
             dlib_identity = load_dlib_identity()
         except MetricUnavailable as error:
             raise ConfigError(f"{config.source}: model.identity_net: dlib: {error}") from None
-        recognition_model, _ = dlib_model_paths()
         size, probe = config.data.size, DLIB_CHIP_PROBE_SIZE
         pad = probe // 4
         boxes = []
@@ -238,7 +237,7 @@ class GFPGANTrainer(TrainerBase):
             image = from_float01(resize_image(read_float_image(path), probe, probe), np.uint8)
             box = dlib_identity.chip_box(np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
             if box is not None:
-                boxes.append([v - pad for v in box[:4]])
+                boxes.append([v - pad for v in box])
         if len(boxes) < 8:
             raise ConfigError(f"{config.source}: model.identity_net: dlib: dlib found a face in only {len(boxes)} of the "
                               f"first {len(probed)} training images of {config.data.train}; need 8")
@@ -247,6 +246,7 @@ class GFPGANTrainer(TrainerBase):
         # centred horizontally, so that flipped faces get the same chip
         left = (left + (size - 1 - right)) / 2
         box = [left, top, size - 1 - left, bottom]
+        recognition_model = dlib_identity.recognition_model_path
         self.log.info(f"identity loss: dlib face-recognition ResNet ({recognition_model.name}), chip box "
                       f"({', '.join(f'{v:.1f}' for v in box)}) at {size} px from {len(boxes)} training faces")
         return DlibIdentityLoss(load_dlib_face_resnet(recognition_model), box, weight)
