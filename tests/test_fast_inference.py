@@ -140,6 +140,26 @@ def test_style_mlp_path_when_codes_are_z():
     assert max_abs(image, expected) <= TOLERANCE
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["onednn", "plain"])
+def test_input_gate_of_faceprior_models(fused):
+    """GFPGANv1Clean(input_gate=True): the gate computed from the last U-Net feature blends the input in."""
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125,
+                          input_is_latent=True, different_w=True, sft_half=True, input_gate=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.input_gate.weight, std=1.0)  # a gate that varies over the image
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected, _ = model(x, return_rgb=False, randomize_noise=False)
+        model.input_gate.bias.fill_(-30.0)
+        closed, _ = model(x, return_rgb=False, randomize_noise=False)
+        model.input_gate.bias.fill_(-3.0)
+    assert max_abs(expected, closed) > 0.01  # the gate matters at this setting
+    sd, kwargs = clean_state_dict(model)
+    image, _ = FastGFPGAN(sd, dtype=torch.float32, fused=fused, **kwargs)(x, return_rgb=False, randomize_noise=False)
+    assert max_abs(image, expected) <= TOLERANCE
+
+
 def test_unsupported_models_and_inputs_raise_clear_errors():
     with pytest.raises(UnsupportedModelError, match="GFPGANv1"):
         optimize(GFPGANv1(out_size=32, num_style_feat=16, narrow=0.03125))

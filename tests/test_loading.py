@@ -136,6 +136,16 @@ def test_gfpgan_variants(arch: str, variant: dict):
     assert _meta_state_dict(forced_arch, **forced).keys() == state_dict.keys()
 
 
+def test_input_gate_is_read_off_the_state_dict():
+    variant = dict(GFPGAN_VARIANTS[0], input_is_latent=True, input_gate=True)
+    state_dict = _meta_state_dict("GFPGANv1Clean", **variant)
+    arch, kwargs = infer_architecture(state_dict)
+    assert arch == "GFPGANv1Clean" and kwargs["input_gate"] is True
+    assert _meta_state_dict(arch, **kwargs).keys() == state_dict.keys()
+    del variant["input_gate"]
+    assert "input_gate" not in infer_architecture(_meta_state_dict("GFPGANv1Clean", **variant))[1]
+
+
 @pytest.mark.parametrize("arch", ["StyleGAN2Generator", "StyleGAN2GeneratorClean"])
 @pytest.mark.parametrize(
     "kwargs",

@@ -147,3 +147,40 @@ def test_decoder_load_path_accepts_params_and_module_prefix(tmp_path):
     state_dict = save_decoder_checkpoint(path, params=lambda sd: {f"module.{k}": v for k, v in sd.items()})
     model = GFPGANv1Clean(**SMALL, decoder_load_path=str(path))
     assert all(torch.equal(model.stylegan_decoder.state_dict()[k], v) for k, v in state_dict.items())
+
+
+# ------------------------------------------------------------------ input gate (this project's extension)
+
+
+def test_input_gate_blends_the_input_back_in_and_leaves_the_official_layout_alone():
+    kwargs = dict(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125, input_is_latent=True,
+                  different_w=True, sft_half=True)
+    torch.manual_seed(0)
+    plain = GFPGANv1Clean(**kwargs).eval()
+    torch.manual_seed(0)
+    gated = GFPGANv1Clean(**kwargs, input_gate=True).eval()
+    # The official parameters keep their names and initial values; the gate conv comes after them.
+    gated_sd = gated.state_dict()
+    assert list(gated_sd)[:len(plain.state_dict())] == list(plain.state_dict())
+    assert set(gated_sd) - set(plain.state_dict()) == {"input_gate.weight", "input_gate.bias"}
+    for key, value in plain.state_dict().items():
+        assert torch.equal(gated_sd[key], value), key
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        prior, rgbs = plain(x, randomize_noise=False)
+        out, gated_rgbs = gated(x, randomize_noise=False)
+        # Initial gate: sigmoid(-3) everywhere.
+        g = torch.sigmoid(torch.tensor(-3.0))
+        assert max_abs_diff(out, prior + g * (x - prior)) < 1e-6
+        assert all(torch.equal(a, b) for a, b in zip(rgbs, gated_rgbs))
+        # A wide-open gate returns the input, a closed one the prior's image.
+        gated.input_gate.bias.fill_(30.0)
+        assert max_abs_diff(gated(x, randomize_noise=False)[0], x) < 1e-6
+        gated.input_gate.bias.fill_(-30.0)
+        assert max_abs_diff(gated(x, randomize_noise=False)[0], prior) < 1e-6
+        # The gate is per pixel, from the last U-Net feature: a random conv gives a varying map.
+        torch.nn.init.normal_(gated.input_gate.weight, std=2.0)
+        gated.input_gate.bias.zero_()
+        mixed = gated(x, randomize_noise=False)[0]
+        weight = ((mixed - prior) / (x - prior)).mean(1)
+        assert weight.min() > 0 and weight.max() < 1 and weight.std() > 0.01

@@ -556,6 +556,10 @@ class FastGFPGAN(nn.Module):
         self.to_rgb_unet = nn.ModuleList([StaticConv(sd[f"toRGB.{i}.weight"], sd[f"toRGB.{i}.bias"], torch.float32)
                                           for i in range(num_levels)])
         self.sft = nn.ModuleList([SFTBranches(i, sd, dtype) for i in range(num_levels)])
+        # GFPGANv1Clean(input_gate=True): g = sigmoid(conv(last U-Net feature)) blends the input back in.
+        self.input_gate = None
+        if "input_gate.weight" in sd:
+            self.input_gate = StaticConv(sd["input_gate.weight"], sd["input_gate.bias"], torch.float32)
 
         # Style MLP (only used when the codes are z).
         mlp_indices = sorted(int(k.split(".")[2]) for k in sd
@@ -590,7 +594,8 @@ class FastGFPGAN(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"out_size={self.out_size}, dtype={self.dtype}, different_w={self.different_w}, "
-                f"input_is_latent={self.input_is_latent}, sft_half={self.sft_half}")
+                f"input_is_latent={self.input_is_latent}, sft_half={self.sft_half}, "
+                f"input_gate={self.input_gate is not None}")
 
     def _latents(self, feat: torch.Tensor) -> torch.Tensor:
         """Encoder output [B, C, 4, 4] -> per-layer latents [B, num_latent, F] float32."""
@@ -696,6 +701,9 @@ class FastGFPGAN(nn.Module):
             out = self.style_layers[i + 1](ops, hidden, styles[i + 1], demods[i + 1], noises[i + 1])
             ops.give(hidden)
             image = self.to_rgbs[level + 1](ops, out, rgb_styles[level + 1], image)
+        if self.input_gate is not None:
+            gate = torch.sigmoid(self.input_gate(Ops(False, None), feat.float()))
+            image = torch.lerp(image, x.float(), gate)
         ops.give(out, feat)
         return image.contiguous(), out_rgbs
 

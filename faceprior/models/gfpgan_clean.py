@@ -15,6 +15,10 @@ generative facial prior:
    the upsampling StyleConv of each level it applies the channel-split spatial feature transform
    (CS-SFT): ``feat * scale + shift`` on the second half of the channels (``sft_half``) or on all
    (see :mod:`faceprior.models.gfpgan_decoder`, shared with the other GFP-GAN variants).
+5. Optional, not in the paper or the released models (``input_gate``): a per-pixel **input gate**
+   g = sigmoid(conv3x3(F_S)) from the U-Net's last decoder feature F_S [B, C_S, S, S] blends
+   the input back in, ``image = g * x + (1 - g) * image``: the network can keep what a mildly
+   degraded face already has (see :data:`INPUT_GATE_INIT_BIAS`).
 
 The decoder is :class:`faceprior.models.stylegan2_clean.StyleGAN2GeneratorClean` (bilinear
 resampling, no custom CUDA ops). Parameter names, their order, and the random initialisation
@@ -83,6 +87,11 @@ class ResBlock(nn.Module):
         return out + self.skip(x)
 
 
+#: Initial bias of the input gate's conv (its weights start at zero): g = sigmoid(-3) = 0.047
+#: everywhere, so a generator trained without the gate starts from nearly its own outputs.
+INPUT_GATE_INIT_BIAS = -3.0
+
+
 def _sft_condition_branch(channels: int, out_channels: int) -> nn.Sequential:
     """3x3 conv, leaky ReLU(0.2), 3x3 conv: U-Net features [B, C, r, r] -> SFT scale or shift."""
     return nn.Sequential(
@@ -108,6 +117,8 @@ class GFPGANv1Clean(nn.Module):
         different_w: predict one w per decoder layer instead of a single shared w.
         narrow: channel width ratio; the U-Net uses half the decoder's width.
         sft_half: CS-SFT on half of the decoder channels (True) or on all of them.
+        input_gate: add the input gate (step 5 above; an extra ``input_gate`` conv in the state
+            dict). Off in every official model.
 
     The released v1.3 / v1.4 models use ``out_size=512, num_style_feat=512, channel_multiplier=2,
     input_is_latent=True, different_w=True, sft_half=True``; the defaults below are the official ones.
@@ -116,7 +127,7 @@ class GFPGANv1Clean(nn.Module):
     def __init__(self, out_size: int, num_style_feat: int = 512, channel_multiplier: float = 1,
                  decoder_load_path: Optional[str] = None, fix_decoder: bool = True, num_mlp: int = 8,
                  input_is_latent: bool = False, different_w: bool = False, narrow: float = 1,
-                 sft_half: bool = False):
+                 sft_half: bool = False, input_gate: bool = False):
         super().__init__()
         self.input_is_latent = input_is_latent
         self.different_w = different_w
@@ -164,6 +175,13 @@ class GFPGANv1Clean(nn.Module):
             self.condition_scale.append(_sft_condition_branch(channels, sft_channels))
             self.condition_shift.append(_sft_condition_branch(channels, sft_channels))
 
+        # Registered last, so that the official parameters keep their order and initialisation.
+        self.input_gate = None
+        if input_gate:
+            self.input_gate = nn.Conv2d(unet_channels[str(out_size)], 1, 3, 1, 1)
+            nn.init.zeros_(self.input_gate.weight)
+            nn.init.constant_(self.input_gate.bias, INPUT_GATE_INIT_BIAS)
+
     def forward(self, x: torch.Tensor, return_latents: bool = False, return_rgb: bool = True,
                 randomize_noise: bool = True, **kwargs: Any) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Restore faces.
@@ -205,4 +223,8 @@ class GFPGANv1Clean(nn.Module):
         # 4. StyleGAN2 prior, modulated by CS-SFT.
         image, _ = self.stylegan_decoder([style_code], conditions, input_is_latent=self.input_is_latent,
                                          randomize_noise=randomize_noise)
+
+        # 5. Optional input gate, from the last U-Net feature (S px).
+        if self.input_gate is not None:
+            image = torch.lerp(image, x.to(image.dtype), torch.sigmoid(self.input_gate(feat)).to(image.dtype))
         return image, out_rgbs
