@@ -26,7 +26,7 @@ from torch import nn
 from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
 from faceprior.face.paste import paste_faces
-from faceprior.face.templates import named_template
+from faceprior.face.templates import check_template_name, named_template
 from faceprior.image_io import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
 from faceprior.weights.loading import load_model
 from faceprior.weights.registry import MODELS, cached_models, registered_path
@@ -79,7 +79,7 @@ def choose_model(spec: ModelSpec = None, device: str | torch.device = "cpu",
     "celeba-hq"); None: the registered model's own, "ffhq" for files and modules.
     """
     if template is not None:
-        named_template(template, 512)  # unknown names fail before any model is loaded
+        check_template_name(template)  # fail before any model is loaded
     if isinstance(spec, nn.Module):
         return _unregistered_choice(spec.eval(), type(spec).__name__, "model object passed in", template)
     if spec is None:

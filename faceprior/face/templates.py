@@ -50,9 +50,14 @@ TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
 }
 
 
-def named_template(name: str, size: int) -> np.ndarray:
-    """The [5, 2] template ``name`` (a key of :data:`TEMPLATES`) for ``size`` x ``size`` crops."""
+def check_template_name(name: str) -> None:
+    """ValueError (one line, with the known names) unless ``name`` is a key of :data:`TEMPLATES`."""
     if name not in TEMPLATES:
         raise ValueError(f"unknown face template {name!r}; known: {', '.join(TEMPLATES)}")
+
+
+def named_template(name: str, size: int) -> np.ndarray:
+    """The [5, 2] template ``name`` (a key of :data:`TEMPLATES`) for ``size`` x ``size`` crops."""
+    check_template_name(name)
     template, made_for = TEMPLATES[name]
     return scale_template(template, made_for, size)
