@@ -9,6 +9,9 @@ images) of the restored faces, of the ground truth, and of the error (restored -
 A model that adds grain of its own shows Laplacian energy near the ground truth's while its
 error energy grows: the grain is not the face's detail. (Used to find the grain an identity loss
 on sharp chips taught the generator; docs/default_model.md.)
+
+For a generator with an input gate (``GFPGANv1Clean(input_gate=True)``) it also prints the mean
+gate (share of the input kept) over the faces, from the mildest to the worst fifth by input PSNR.
 """
 
 from __future__ import annotations
@@ -55,12 +58,21 @@ def main() -> None:
     lq = read_faces([args.lq / n for n in names])
     gt = read_faces([args.gt / n for n in names])
     print(f"{len(names)} faces; Laplacian energy: ground truth {laplacian_energy(gt):.5f}, input {laplacian_energy(lq):.5f}")
+    input_psnr = -10 * torch.log10(((lq - gt) / 2).pow(2).mean(dim=(1, 2, 3)))
     for spec in args.checkpoints:
         model = load_model(spec).eval()
+        gates = []
+        if getattr(model, "input_gate", None) is not None:
+            model.input_gate.register_forward_hook(lambda module, inputs, logits: gates.append(torch.sigmoid(logits)))
         with torch.inference_mode():
             out = model(lq, return_rgb=False, randomize_noise=False)[0].clamp(-1, 1)
         ssim = float(ssim_torch((out + 1) / 2, (gt + 1) / 2).mean())
         print(f"{spec}: output {laplacian_energy(out):.5f}, error {laplacian_energy(out - gt):.5f}, SSIM {ssim:.4f}")
+        if gates:
+            per_face = gates[0].mean(dim=(1, 2, 3))
+            fifths = torch.argsort(input_psnr, descending=True).tensor_split(5)
+            print(f"  input gate: mean {per_face.mean():.3f}; by input PSNR, mildest fifth first: "
+                  + ", ".join(f"{per_face[i].mean():.3f} ({input_psnr[i].mean():.1f} dB)" for i in fifths))
 
 
 if __name__ == "__main__":
