@@ -121,7 +121,8 @@ class GFPGANTrainer(TrainerBase):
 
     Checkpointed modules: ``net_g``, ``net_g_ema``, ``net_d`` and, with component losses,
     ``net_d_left_eye``, ``net_d_right_eye``, ``net_d_mouth`` (the frozen ArcFace / VGG are not
-    saved). Optimisers: ``optimizer_g``, ``optimizer_d``, ``optimizer_d_<component>``.
+    saved). Optimisers: ``optimizer_g``, ``optimizer_d``, ``optimizer_d_<component>``, and
+    ``optimizer_input_gate`` with ``optim.lr_input_gate``.
     """
 
     task = "gfpgan"
@@ -182,7 +183,13 @@ class GFPGANTrainer(TrainerBase):
         self.d_components_ddp = {name: ctx.wrap(net) for name, net in self.net_d_components.items()}
 
         optim = config.optim
-        self.optimizer_g = self.make_adam("optimizer_g", self.net_g.parameters(), optim.lr_g, optim.betas_g)
+        # The input gate (GFPGANv1Clean(input_gate=True)) may have an Adam of its own (optim.lr_input_gate).
+        gate = getattr(self.net_g, "input_gate", None) if optim.lr_input_gate is not None else None
+        gate_params = set(gate.parameters()) if gate is not None else set()
+        self.optimizer_g = self.make_adam("optimizer_g", [p for p in self.net_g.parameters() if p not in gate_params],
+                                          optim.lr_g, optim.betas_g)
+        self.optimizer_input_gate = (self.make_adam("optimizer_input_gate", gate.parameters(), optim.lr_input_gate,
+                                                    optim.betas_g) if gate is not None else None)
         self.optimizer_d = self.make_adam("optimizer_d", self.net_d.parameters(), optim.lr_d, optim.betas_d,
                                           lazy_regularization_ratio(weights.r1, weights.r1_every))
         self.optimizer_components = {
@@ -279,6 +286,8 @@ class GFPGANTrainer(TrainerBase):
         # 1. Generator step, discriminators frozen.
         set_requires_grad(discriminators, False)
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.optimizer_input_gate is not None:
+            self.optimizer_input_gate.zero_grad(set_to_none=True)
         kept = []  # per micro-batch: restored (detached), gt, component crops for the D steps
         for index, batch in enumerate(micro_batches):
             lq = batch["lq"].to(self.device, non_blocking=True)
@@ -320,6 +329,8 @@ class GFPGANTrainer(TrainerBase):
                 fake_crops = {name: crop.detach() for name, crop in fake_crops.items()}
             kept.append((output.detach(), gt, fake_crops, real_crops))
         self.optimizer_g.step()
+        if self.optimizer_input_gate is not None:
+            self.optimizer_input_gate.step()
 
         # 2. EMA.
         self.update_ema()
