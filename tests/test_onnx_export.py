@@ -39,6 +39,18 @@ def test_onnxruntime_matches_the_reference_for_any_batch(reference_dir: Path, tm
     assert (run_onnx(path, three)[2:] - expected[:1]).abs().max().item() <= TOLERANCE
 
 
+def test_a_generator_with_an_input_gate_exports(tmp_path: Path):
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125, input_is_latent=True,
+                          different_w=True, sft_half=True, input_gate=True).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.input_gate.weight, std=1.0)  # a gate that varies over the image
+        x = torch.rand(2, 3, 32, 32) * 2 - 1
+        expected, _ = model(x, return_rgb=False, randomize_noise=False)
+    path = export_onnx(model, tmp_path / "gated.onnx")
+    assert (run_onnx(path, x) - expected).abs().max().item() <= TOLERANCE
+
+
 def test_export_check_and_errors(reference_dir: Path, tmp_path: Path):
     model, _ = load_reference_model(reference_dir, "GFPGANv1Clean_small", GFPGANv1Clean)
     export_onnx(model, tmp_path / "checked.onnx", check=True)  # raises if ORT differs by > 1e-4
