@@ -146,14 +146,15 @@ def test_input_gate_of_faceprior_models(fused):
     torch.manual_seed(0)
     model = GFPGANv1Clean(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125,
                           input_is_latent=True, different_w=True, sft_half=True, input_gate=True).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(model.input_gate.weight, std=1.0)  # a gate that varies over the image
+    with torch.no_grad():  # a gate that varies over the image and between faces
+        torch.nn.init.normal_(model.input_gate.spatial.weight, std=1.0)
+        torch.nn.init.normal_(model.input_gate.face.weight, std=1.0)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         expected, _ = model(x, return_rgb=False, randomize_noise=False)
-        model.input_gate.bias.fill_(-30.0)
+        model.input_gate.spatial.bias.fill_(-30.0)
         closed, _ = model(x, return_rgb=False, randomize_noise=False)
-        model.input_gate.bias.fill_(-3.0)
+        model.input_gate.spatial.bias.fill_(-3.0)
     assert max_abs(expected, closed) > 0.01  # the gate matters at this setting
     sd, kwargs = clean_state_dict(model)
     image, _ = FastGFPGAN(sd, dtype=torch.float32, fused=fused, **kwargs)(x, return_rgb=False, randomize_noise=False)

@@ -159,13 +159,15 @@ def test_input_gate_blends_the_input_back_in_and_leaves_the_official_layout_alon
     plain = GFPGANv1Clean(**kwargs).eval()
     torch.manual_seed(0)
     gated = GFPGANv1Clean(**kwargs, input_gate=True).eval()
-    # The official parameters keep their names and initial values; the gate conv comes after them.
+    # The official parameters keep their names and initial values; the gate comes after them.
     gated_sd = gated.state_dict()
     assert list(gated_sd)[:len(plain.state_dict())] == list(plain.state_dict())
-    assert set(gated_sd) - set(plain.state_dict()) == {"input_gate.weight", "input_gate.bias"}
+    assert set(gated_sd) - set(plain.state_dict()) == {"input_gate.spatial.weight", "input_gate.spatial.bias",
+                                                       "input_gate.face.weight", "input_gate.face.bias"}
     for key, value in plain.state_dict().items():
         assert torch.equal(gated_sd[key], value), key
     x = torch.rand(2, 3, 32, 32) * 2 - 1
+    gate = gated.input_gate
     with torch.no_grad():
         prior, rgbs = plain(x, randomize_noise=False)
         out, gated_rgbs = gated(x, randomize_noise=False)
@@ -174,13 +176,22 @@ def test_input_gate_blends_the_input_back_in_and_leaves_the_official_layout_alon
         assert max_abs_diff(out, prior + g * (x - prior)) < 1e-6
         assert all(torch.equal(a, b) for a, b in zip(rgbs, gated_rgbs))
         # A wide-open gate returns the input, a closed one the prior's image.
-        gated.input_gate.bias.fill_(30.0)
+        gate.spatial.bias.fill_(30.0)
         assert max_abs_diff(gated(x, randomize_noise=False)[0], x) < 1e-6
-        gated.input_gate.bias.fill_(-30.0)
+        gate.spatial.bias.fill_(-30.0)
         assert max_abs_diff(gated(x, randomize_noise=False)[0], prior) < 1e-6
-        # The gate is per pixel, from the last U-Net feature: a random conv gives a varying map.
-        torch.nn.init.normal_(gated.input_gate.weight, std=2.0)
-        gated.input_gate.bias.zero_()
-        mixed = gated(x, randomize_noise=False)[0]
-        weight = ((mixed - prior) / (x - prior)).mean(1)
-        assert weight.min() > 0 and weight.max() < 1 and weight.std() > 0.01
+
+        def weights_of_input(model):
+            mixed = model(x, randomize_noise=False)[0]
+            return ((mixed - prior) / (x - prior)).mean(1)  # g per pixel, [B, S, S]
+
+        # The whole-face term: one value per face, from F_latent.
+        gate.spatial.bias.zero_()
+        torch.nn.init.normal_(gate.face.weight, std=1.0)
+        per_face = weights_of_input(gated)
+        assert per_face.flatten(1).std(1).max() < 1e-3 and (per_face[0].mean() - per_face[1].mean()).abs() > 1e-3
+        # The spatial term varies over the face.
+        gate.face.weight.zero_()
+        torch.nn.init.normal_(gate.spatial.weight, std=2.0)
+        per_pixel = weights_of_input(gated)
+        assert per_pixel.min() > 0 and per_pixel.max() < 1 and per_pixel.std() > 0.01

@@ -44,7 +44,8 @@ def test_a_generator_with_an_input_gate_exports(tmp_path: Path):
     model = GFPGANv1Clean(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125, input_is_latent=True,
                           different_w=True, sft_half=True, input_gate=True).eval()
     with torch.no_grad():
-        torch.nn.init.normal_(model.input_gate.weight, std=1.0)  # a gate that varies over the image
+        torch.nn.init.normal_(model.input_gate.spatial.weight, std=1.0)  # a gate that varies over the image
+        torch.nn.init.normal_(model.input_gate.face.weight, std=1.0)
         x = torch.rand(2, 3, 32, 32) * 2 - 1
         expected, _ = model(x, return_rgb=False, randomize_noise=False)
     path = export_onnx(model, tmp_path / "gated.onnx")

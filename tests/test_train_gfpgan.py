@@ -235,7 +235,7 @@ def test_the_input_gate_has_its_own_adam_and_lr(tmp_path, faces):
     train(cfg)
     state = _final_state(cfg.train.out_dir)
     assert "optimizer_input_gate" in state["optimizers"]
-    moved = state["modules"]["net_g"]["input_gate.weight"].abs().max().item()
+    moved = state["modules"]["net_g"]["input_gate.spatial.weight"].abs().max().item()
     assert moved > 3e-3
     # Without lr_input_gate the gate trains with G's optimiser; lr_input_gate without a gate is an error.
     shared = GFPGANTrainer(tiny_config(tmp_path, faces, out_name="shared", **gate), DistributedContext(), NullLogger())

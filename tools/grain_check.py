@@ -63,7 +63,7 @@ def main() -> None:
         model = load_model(spec).eval()
         gates = []
         if getattr(model, "input_gate", None) is not None:
-            model.input_gate.register_forward_hook(lambda module, inputs, logits: gates.append(torch.sigmoid(logits)))
+            model.input_gate.register_forward_hook(lambda module, inputs, gate: gates.append(gate))
         with torch.inference_mode():
             out = model(lq, return_rgb=False, randomize_noise=False)[0].clamp(-1, 1)
         ssim = float(ssim_torch((out + 1) / 2, (gt + 1) / 2).mean())

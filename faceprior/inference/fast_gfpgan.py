@@ -556,10 +556,13 @@ class FastGFPGAN(nn.Module):
         self.to_rgb_unet = nn.ModuleList([StaticConv(sd[f"toRGB.{i}.weight"], sd[f"toRGB.{i}.bias"], torch.float32)
                                           for i in range(num_levels)])
         self.sft = nn.ModuleList([SFTBranches(i, sd, dtype) for i in range(num_levels)])
-        # GFPGANv1Clean(input_gate=True): g = sigmoid(conv(last U-Net feature)) blends the input back in.
+        # GFPGANv1Clean(input_gate=True): g = sigmoid(conv(last U-Net feature) + linear(F_latent))
+        # blends the input back in (gfpgan_clean.InputGate).
         self.input_gate = None
-        if "input_gate.weight" in sd:
-            self.input_gate = StaticConv(sd["input_gate.weight"], sd["input_gate.bias"], torch.float32)
+        if "input_gate.spatial.weight" in sd:
+            self.input_gate = StaticConv(sd["input_gate.spatial.weight"], sd["input_gate.spatial.bias"], torch.float32)
+            _buffer(self, "input_gate_face_weight", sd["input_gate.face.weight"].detach().float())
+            _buffer(self, "input_gate_face_bias", sd["input_gate.face.bias"].detach().float())
 
         # Style MLP (only used when the codes are z).
         mlp_indices = sorted(int(k.split(".")[2]) for k in sd
@@ -674,6 +677,9 @@ class FastGFPGAN(nn.Module):
             unet_skips.append(feat)
         feat = self.final_conv(ops, feat, leaky_relu=True)
         latent = self._latents(feat)  # [B, num_latent, F]
+        if self.input_gate is not None:  # the gate's whole-face term, [B, 1, 1, 1]
+            gate_face = F.linear(feat.float().reshape(b, -1), self.input_gate_face_weight,
+                                 self.input_gate_face_bias)[:, :, None, None]
         styles, demods = self.modulations(latent[:, self.latent_index].transpose(0, 1))
         rgb_styles = styles[len(self.style_layers):]
         noises = self._noises(b, randomize_noise)
@@ -702,7 +708,7 @@ class FastGFPGAN(nn.Module):
             ops.give(hidden)
             image = self.to_rgbs[level + 1](ops, out, rgb_styles[level + 1], image)
         if self.input_gate is not None:
-            gate = torch.sigmoid(self.input_gate(Ops(False, None), feat.float()))
+            gate = torch.sigmoid(self.input_gate(Ops(False, None), feat.float()) + gate_face)
             image = torch.lerp(image, x.float(), gate)
         ops.give(out, feat)
         return image.contiguous(), out_rgbs

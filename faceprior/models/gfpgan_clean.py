@@ -15,10 +15,9 @@ generative facial prior:
    the upsampling StyleConv of each level it applies the channel-split spatial feature transform
    (CS-SFT): ``feat * scale + shift`` on the second half of the channels (``sft_half``) or on all
    (see :mod:`faceprior.models.gfpgan_decoder`, shared with the other GFP-GAN variants).
-5. Optional, not in the paper or the released models (``input_gate``): a per-pixel **input gate**
-   g = sigmoid(conv3x3(F_S)) from the U-Net's last decoder feature F_S [B, C_S, S, S] blends
-   the input back in, ``image = g * x + (1 - g) * image``: the network can keep what a mildly
-   degraded face already has (see :data:`INPUT_GATE_INIT_BIAS`).
+5. Optional, not in the paper or the released models (``input_gate``): an **input gate**
+   g [B, 1, S, S] in (0, 1) blends the input back in, ``image = g * x + (1 - g) * image``, so
+   that the network can keep what a mildly degraded face already has (:class:`InputGate`).
 
 The decoder is :class:`faceprior.models.stylegan2_clean.StyleGAN2GeneratorClean` (bilinear
 resampling, no custom CUDA ops). Parameter names, their order, and the random initialisation
@@ -87,9 +86,37 @@ class ResBlock(nn.Module):
         return out + self.skip(x)
 
 
-#: Initial bias of the input gate's conv (its weights start at zero): g = sigmoid(-3) = 0.047
-#: everywhere, so a generator trained without the gate starts from nearly its own outputs.
+#: Initial bias of the input gate (sigmoid(-3) = 0.047 everywhere).
 INPUT_GATE_INIT_BIAS = -3.0
+
+
+class InputGate(nn.Module):
+    """g = sigmoid(conv3x3(F_S) + linear(F_latent)): how much of the input to keep, per pixel.
+
+    The linear term on the flattened deepest U-Net feature F_latent [B, C_4, 4, 4] sees the whole
+    face (how degraded it is); the 3x3 conv on the last U-Net feature F_S [B, C_S, S, S] varies
+    the gate over the face. Both start at zero weights and the conv's bias at
+    :data:`INPUT_GATE_INIT_BIAS`, so a generator trained without a gate continues from nearly its
+    own outputs. (A conv on F_S alone barely moved in 200 fine-tuning iterations: whether a face
+    is mildly or badly degraded is not a local property.)
+
+    Args:
+        spatial_channels: C_S. latent_features: C_4 * 16.
+    Inputs: latent_feat [B, C_4, 4, 4], spatial_feat [B, C_S, S, S]. Returns g [B, 1, S, S].
+    """
+
+    def __init__(self, spatial_channels: int, latent_features: int):
+        super().__init__()
+        self.spatial = nn.Conv2d(spatial_channels, 1, 3, 1, 1)
+        self.face = nn.Linear(latent_features, 1)
+        for layer in (self.spatial, self.face):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.constant_(self.spatial.bias, INPUT_GATE_INIT_BIAS)
+
+    def forward(self, latent_feat: torch.Tensor, spatial_feat: torch.Tensor) -> torch.Tensor:
+        face = self.face(latent_feat.flatten(1))[:, :, None, None]
+        return torch.sigmoid(self.spatial(spatial_feat) + face)
 
 
 def _sft_condition_branch(channels: int, out_channels: int) -> nn.Sequential:
@@ -117,7 +144,7 @@ class GFPGANv1Clean(nn.Module):
         different_w: predict one w per decoder layer instead of a single shared w.
         narrow: channel width ratio; the U-Net uses half the decoder's width.
         sft_half: CS-SFT on half of the decoder channels (True) or on all of them.
-        input_gate: add the input gate (step 5 above; an extra ``input_gate`` conv in the state
+        input_gate: add the input gate (step 5 above; extra ``input_gate.*`` tensors in the state
             dict). Off in every official model.
 
     The released v1.3 / v1.4 models use ``out_size=512, num_style_feat=512, channel_multiplier=2,
@@ -178,9 +205,7 @@ class GFPGANv1Clean(nn.Module):
         # Registered last, so that the official parameters keep their order and initialisation.
         self.input_gate = None
         if input_gate:
-            self.input_gate = nn.Conv2d(unet_channels[str(out_size)], 1, 3, 1, 1)
-            nn.init.zeros_(self.input_gate.weight)
-            nn.init.constant_(self.input_gate.bias, INPUT_GATE_INIT_BIAS)
+            self.input_gate = InputGate(unet_channels[str(out_size)], unet_channels["4"] * 4 * 4)
 
     def forward(self, x: torch.Tensor, return_latents: bool = False, return_rgb: bool = True,
                 randomize_noise: bool = True, **kwargs: Any) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -204,6 +229,7 @@ class GFPGANv1Clean(nn.Module):
             feat = down(feat)
             unet_skips.insert(0, feat)
         feat = F.leaky_relu(self.final_conv(feat), negative_slope=0.2)
+        latent_feat = feat
 
         # 2. F_latent -> latent codes: [B, F], or [B, num_latent, F] with different_w.
         style_code = self.final_linear(feat.flatten(1))
@@ -224,7 +250,7 @@ class GFPGANv1Clean(nn.Module):
         image, _ = self.stylegan_decoder([style_code], conditions, input_is_latent=self.input_is_latent,
                                          randomize_noise=randomize_noise)
 
-        # 5. Optional input gate, from the last U-Net feature (S px).
+        # 5. Optional input gate, from F_latent and the last U-Net feature (S px).
         if self.input_gate is not None:
-            image = torch.lerp(image, x.to(image.dtype), torch.sigmoid(self.input_gate(feat)).to(image.dtype))
+            image = torch.lerp(image, x.to(image.dtype), self.input_gate(latent_feat, feat).to(image.dtype))
         return image, out_rgbs

@@ -20,7 +20,7 @@ and, from shapes: ``out_size`` (number of noise buffers / down-sampling blocks),
 (channels at 4x4), ``channel_multiplier`` (channels at 64x64), ``num_style_feat`` (modulation
 input features), ``num_mlp`` (style-MLP linear layers), ``different_w`` (``final_linear`` output
 features: one w or one per decoder layer), ``sft_half`` (SFT condition channels), and for
-GFPGANv1Clean ``input_gate=True`` when an ``input_gate`` conv is present.
+GFPGANv1Clean ``input_gate=True`` when ``input_gate.*`` tensors are present.
 
 GFPGANv1 and GFPGANBilinear have identical key names and shapes for the same kwargs; nothing in a
 state dict tells them apart. The released files differ by channel multiplier (GFPGANv1.pth: 1;
@@ -166,7 +166,7 @@ def _gfpgan_kwargs(arch: str, shapes: Shapes) -> dict[str, Any]:
     if arch != "GFPGANv1Clean":
         kwargs["lr_mlp"] = DEFAULT_LR_MLP
     kwargs.update(input_is_latent=True, different_w=different_w, narrow=decoder["narrow"], sft_half=sft_out == hidden)
-    if arch == "GFPGANv1Clean" and "input_gate.weight" in shapes:
+    if arch == "GFPGANv1Clean" and "input_gate.spatial.weight" in shapes:
         kwargs["input_gate"] = True  # this project's extension (faceprior-256); absent from official files
     return kwargs
 
