@@ -15,6 +15,7 @@ import torch
 
 from faceprior.inference import (FastGFPGAN, UnsupportedModelError, cpu_flags, default_dtype,
                                  native_bf16_available, optimize)
+from faceprior.inference import fast_gfpgan
 from faceprior.inference.fast_gfpgan import CompiledGFPGAN, clean_state_dict
 from faceprior.models import GFPGANBilinear, GFPGANv1, GFPGANv1Clean
 from reference_utils import load_reference_model
@@ -79,9 +80,10 @@ def test_random_noise_follows_the_reference_draws(reference_dir: Path):
 
 
 def test_bfloat16_is_close_to_the_reference(reference):
+    """oneDNN's fused bf16 path where the CPU has native bf16, else the plain-ops bf16 path."""
     name, model, ref = reference
     sd, kwargs = clean_state_dict(model)
-    fast = FastGFPGAN(sd, dtype=torch.bfloat16, **kwargs)
+    fast = FastGFPGAN(sd, dtype=torch.bfloat16, fused=native_bf16_available(), **kwargs)
     image, _ = fast(ref["input"], return_rgb=False, randomize_noise=False)
     assert image.dtype == torch.float32
     # Measured: 51.9 / 54.1 / 44.3 dB (random small models; GFPGANBilinear_small has outputs up to 7).
@@ -172,6 +174,21 @@ def test_unsupported_models_and_inputs_raise_clear_errors():
     fast = optimize(clean)
     with pytest.raises(ValueError, match=r"\[B, 3, 32, 32\]"):
         fast(torch.zeros(1, 3, 64, 64))
+
+
+def test_fused_bfloat16_without_native_bf16_is_a_clear_error(monkeypatch):
+    """On a CPU without AVX512-BF16 / AMX oneDNN refuses bf16 weights deep inside the first call
+    (seen on an AVX2 machine); FastGFPGAN says so when it is built."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this torch build: the fused path does not exist")
+    monkeypatch.setattr(fast_gfpgan, "native_bf16_available", lambda: False)
+    sd, kwargs = clean_state_dict(GFPGANv1Clean(out_size=32, num_style_feat=16, narrow=0.03125).eval())
+    with pytest.raises(ValueError, match="no bfloat16 convolutions on this CPU"):
+        FastGFPGAN(sd, dtype=torch.bfloat16, fused=True, **kwargs)
+    FastGFPGAN(sd, dtype=torch.float32, fused=True, **kwargs)  # float32 is always there
+    with pytest.warns(RuntimeWarning, match="no native bfloat16"):
+        assert optimize(GFPGANv1Clean(out_size=32, num_style_feat=16, narrow=0.03125).eval(),
+                        dtype=torch.bfloat16).dtype == torch.float32
 
 
 def test_automatic_dtype_follows_the_cpu():

@@ -536,6 +536,9 @@ class FastGFPGAN(nn.Module):
         self._workspaces: Dict[int, Workspace] = {}  # one per calling thread
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"FastGFPGAN: dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        if dtype == torch.bfloat16 and self.fused and not native_bf16_available():
+            raise ValueError("FastGFPGAN: oneDNN has no bfloat16 convolutions on this CPU (they need AVX512-BF16 or "
+                             "AMX); use dtype=torch.float32 (optimize(model, 'auto') picks it)")
         self.dtype = dtype
         self.log_size = log_size
         self.out_size = 2 ** log_size
