@@ -33,6 +33,7 @@ from faceprior.training.config import (
     load_config,
     save_config,
 )
+from faceprior.training import distributed
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, read_metrics
 from faceprior.training.loop import TrainingDivergedError, lr_factor
@@ -187,6 +188,16 @@ def test_unknown_config_keys_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"losses: LossWeights.pixel must be >= 0"):
         load_config(path)
     assert cli_main(["train", str(path)]) == 1
+
+
+def test_cpu_bf16_autocast_needs_native_bf16(monkeypatch):
+    """Emulated bf16 (an AVX2 CPU) takes seconds per convolution: refused, with the fix named."""
+    monkeypatch.setattr(distributed, "native_bf16_available", lambda: False)
+    with pytest.raises(ConfigError, match="no native bfloat16.*set train.amp: fp32"):
+        distributed.setup_distributed("cpu", "bf16")
+    assert distributed.setup_distributed("cpu", "fp32").amp_dtype is None
+    monkeypatch.setattr(distributed, "native_bf16_available", lambda: True)
+    assert distributed.setup_distributed("cpu", "bf16").amp_dtype == torch.bfloat16
 
 
 def test_shipped_configs_load_and_derived_values(tmp_path):

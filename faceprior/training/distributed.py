@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from faceprior.inference.fast_gfpgan import native_bf16_available
 from faceprior.training.config import ConfigError
 
 __all__ = [
@@ -102,7 +103,8 @@ def setup_distributed(device: str = "auto", amp: str = "fp32") -> DistributedCon
     """The process context from torchrun's environment; joins the process group if WORLD_SIZE > 1.
 
     device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``. amp: ``fp32`` or ``bf16`` (on CUDA
-    only if the GPU supports bf16; on CPU always available, fast with AVX512-BF16 / AMX).
+    only if the GPU supports bf16; on a CPU only with native bf16, AVX512-BF16 or AMX: elsewhere
+    autocast emulates it, one convolution taking seconds, so it is refused with a ConfigError).
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
@@ -121,6 +123,9 @@ def setup_distributed(device: str = "auto", amp: str = "fp32") -> DistributedCon
     if amp == "bf16":
         if use_cuda and not torch.cuda.is_bf16_supported():
             raise ConfigError("train.amp is bf16 but this GPU does not support bfloat16")
+        if not use_cuda and not native_bf16_available():
+            raise ConfigError("train.amp is bf16 but this CPU has no native bfloat16 (AVX512-BF16 or AMX): "
+                              "emulated bf16 convolutions are many times slower than fp32; set train.amp: fp32")
         amp_dtype = torch.bfloat16
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device,
                               amp_dtype=amp_dtype)
