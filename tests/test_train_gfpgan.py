@@ -256,6 +256,36 @@ def test_the_input_gate_has_its_own_adam_and_lr(tmp_path, faces):
         tiny_config(tmp_path, faces, optim__lr_input_gate=1e-2)
 
 
+def test_train_only_input_gate_freezes_the_rest_and_gan_off_skips_the_discriminator(tmp_path, faces):
+    settings = dict(model__kwargs__input_gate=True, model__train_only_input_gate=True, losses__identity=0.0,
+                    losses__perceptual=0.0, losses__style=0.0, losses__gan=0.0, optim__lr_g=1e-2,
+                    train__total_iter=3, train__save_every=3)
+    trainer = GFPGANTrainer(tiny_config(tmp_path, faces, out_name="start", **settings), DistributedContext(), NullLogger())
+    gate_params = set(trainer.net_g.input_gate.parameters())
+    assert set(trainer.optimizer_g.param_groups[0]["params"]) == gate_params
+    assert {p for p in trainer.net_g.parameters() if p.requires_grad} == gate_params
+    # The run starts from these weights.
+    start_g, start_d = trainer.net_g.state_dict(), trainer.net_d.state_dict()
+    torch.save({"params_ema": start_g}, tmp_path / "g.pth")
+    torch.save({"params": start_d}, tmp_path / "d.pth")
+    cfg = tiny_config(tmp_path, faces, model__pretrained=str(tmp_path / "g.pth"),
+                      model__pretrained_d=str(tmp_path / "d.pth"), **settings)
+    train(cfg)
+    state = _final_state(cfg.train.out_dir)
+    moved = {k for k, v in state["modules"]["net_g"].items() if not torch.equal(v, start_g[k])}
+    assert moved == {"input_gate.spatial.weight", "input_gate.spatial.bias", "input_gate.face.weight",
+                     "input_gate.face.bias"}
+    # losses.gan 0: the discriminator is neither trained nor logged.
+    assert all(torch.equal(v, start_d[k]) for k, v in state["modules"]["net_d"].items())
+    assert not any(name.startswith("l_d") for row in read_metrics(Path(cfg.train.out_dir) / "metrics.jsonl")
+                   for name in row)
+    with pytest.raises(ConfigError, match="model.train_only_input_gate"):
+        tiny_config(tmp_path, faces, model__train_only_input_gate=True)
+    with pytest.raises(ConfigError, match="optim.lr_input_gate"):
+        tiny_config(tmp_path, faces, model__kwargs__input_gate=True, model__train_only_input_gate=True,
+                    optim__lr_input_gate=1e-2)
+
+
 # ----------------------------------------------------------------------------------------------
 # (d) checkpoint atomicity
 

@@ -88,6 +88,11 @@ class ModelConfig:
             (``params_ema`` preferred): an official StyleGAN2 file or a ``net_g_*.pth`` exported by
             ``task: stylegan2``.
         fix_decoder: GFP-GAN: freeze the StyleGAN2 decoder (paper: true; v1.3-style: false).
+        train_only_input_gate: GFP-GAN with ``kwargs.input_gate``: train the input gate alone
+            (G's optimiser holds its parameters, at ``optim.lr_g``); every other generator
+            parameter is frozen and gets no gradient, so an iteration costs a forward of G, the
+            gate's backward and the loss networks' (with ``losses.gan: 0`` no discriminator step).
+            For calibrating a gate added to a finished generator.
         pretrained: warm start the whole generator (and its EMA) from a checkpoint: a path or a
             registered model name (``faceprior models``), e.g. ``gfpgan-1.4``; read like
             ``faceprior.load_model`` (``params_ema``, then ``params``), loaded strictly.
@@ -112,6 +117,7 @@ class ModelConfig:
     kwargs: dict = field(default_factory=dict)
     decoder_load_path: Optional[str] = None
     fix_decoder: bool = True
+    train_only_input_gate: bool = False
     pretrained: Optional[str] = None
     discriminator: dict = field(default_factory=dict)
     pretrained_d: Optional[str] = None
@@ -484,6 +490,10 @@ def _validate(config: TrainConfig) -> None:
         fail("model.kwargs.out_size", f"must equal data.size ({config.data.size}), got {out_size!r}")
     if model.identity_net not in IDENTITY_NETS:
         fail("model.identity_net", f"must be one of {', '.join(IDENTITY_NETS)}, got {model.identity_net!r}")
+    if model.train_only_input_gate and not (config.task == "gfpgan" and model.kwargs.get("input_gate")):
+        fail("model.train_only_input_gate", "needs a GFP-GAN generator with an input gate (model.kwargs.input_gate)")
+    if model.train_only_input_gate and config.optim.lr_input_gate is not None:
+        fail("optim.lr_input_gate", "does not apply with model.train_only_input_gate (the gate trains at optim.lr_g)")
     if config.task == "stylegan2" and (model.decoder_load_path or not model.fix_decoder):
         fail("model.decoder_load_path", "GFP-GAN decoder options do not apply to task stylegan2 (use model.pretrained)")
 

@@ -141,6 +141,9 @@ class GFPGANTrainer(TrainerBase):
         self.net_g = create_model(model.arch, **model.kwargs, decoder_load_path=model.decoder_load_path,
                                   fix_decoder=model.fix_decoder)
         self.load_pretrained(self.net_g, model.pretrained, "model.pretrained")
+        if model.train_only_input_gate:
+            for name, param in self.net_g.named_parameters():
+                param.requires_grad_(name.startswith("input_gate."))
         self.net_g = self.net_g.to(device).train()
         self.net_g_ema = self.make_ema(self.net_g)
         self.net_d = StyleGAN2Discriminator(out_size=data.size, **model.discriminator)
@@ -186,8 +189,10 @@ class GFPGANTrainer(TrainerBase):
         # The input gate (GFPGANv1Clean(input_gate=True)) may have an Adam of its own (optim.lr_input_gate).
         gate = getattr(self.net_g, "input_gate", None) if optim.lr_input_gate is not None else None
         gate_params = set(gate.parameters()) if gate is not None else set()
-        self.optimizer_g = self.make_adam("optimizer_g", [p for p in self.net_g.parameters() if p not in gate_params],
-                                          optim.lr_g, optim.betas_g)
+        g_params = [p for p in self.net_g.parameters() if p not in gate_params]
+        if model.train_only_input_gate:
+            g_params = [p for p in g_params if p.requires_grad]
+        self.optimizer_g = self.make_adam("optimizer_g", g_params, optim.lr_g, optim.betas_g)
         self.optimizer_input_gate = (self.make_adam("optimizer_input_gate", gate.parameters(), optim.lr_input_gate,
                                                     optim.betas_g) if gate is not None else None)
         self.optimizer_d = self.make_adam("optimizer_d", self.net_d.parameters(), optim.lr_d, optim.betas_d,
@@ -335,15 +340,16 @@ class GFPGANTrainer(TrainerBase):
         # 2. EMA.
         self.update_ema()
 
-        # 3. StyleGAN2 discriminator step (logistic loss + lazy R1).
+        # 3. StyleGAN2 discriminator step (logistic loss + lazy R1); none without the GAN loss.
         set_requires_grad(discriminators, True)
-        self.optimizer_d.zero_grad(set_to_none=True)
-        do_r1 = w.enabled("r1") and iteration % w.r1_every == 0
-        for index, (output, gt, _, _) in enumerate(kept):
-            real = gt.detach().requires_grad_(True) if do_r1 else gt
-            discriminator_backward(ctx, self.d_ddp, output, real, w.r1, w.r1_every, do_r1,
-                                   index == accum - 1, accum, add)
-        self.optimizer_d.step()
+        if w.enabled("gan"):
+            self.optimizer_d.zero_grad(set_to_none=True)
+            do_r1 = w.enabled("r1") and iteration % w.r1_every == 0
+            for index, (output, gt, _, _) in enumerate(kept):
+                real = gt.detach().requires_grad_(True) if do_r1 else gt
+                discriminator_backward(ctx, self.d_ddp, output, real, w.r1, w.r1_every, do_r1,
+                                       index == accum - 1, accum, add)
+            self.optimizer_d.step()
 
         # 4. Facial-component discriminator steps.
         if use_components:
