@@ -1,11 +1,16 @@
-"""Warm-start files (``model.pretrained`` / ``model.pretrained_d``) from a GFP-GAN training state.
+"""Warm-start files (``model.pretrained`` / ``model.pretrained_d``) from a GFP-GAN training state
+or from a generator's weights.
 
     python tools/warm_start_files.py /work/runs/gfpgan_256_wide_id/checkpoints/state_00005000.pth \
         /work/runs/gate_start --add-input-gate
+    python tools/warm_start_files.py faceprior-256 /work/runs/gate_start --add-input-gate
 
-Writes ``OUT/net_g.pth`` ({"params_ema": the state's EMA generator}) and ``OUT/net_d.pth``
-({"params": its discriminator}). With ``--add-input-gate`` the generator gets the input gate of
-``GFPGANv1Clean(input_gate=True)`` at its initial values (zero weights, bias
+From a training state (``state_*.pth``) it writes ``OUT/net_g.pth`` ({"params_ema": the state's
+EMA generator}) and ``OUT/net_d.pth`` ({"params": its discriminator}). From a generator's weights
+(a ``.pth`` / ``.safetensors`` file or a registered model name, such as the bundled
+``faceprior-256``) it writes ``OUT/net_g.pth`` only, in float32: the run's discriminator then
+starts afresh (``model.pretrained_d: null``). With ``--add-input-gate`` the generator gets the
+input gate of ``GFPGANv1Clean(input_gate=True)`` at its initial values (zero weights, bias
 ``INPUT_GATE_INIT_BIAS``), so that a run with ``kwargs: {input_gate: true}`` starts from the old
 generator's outputs blended with 4.7 % of the input. Warm starts load strictly; this is how an
 architecture change continues from a finished run (the optimiser state starts afresh).
@@ -23,27 +28,46 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.models import GFPGANv1Clean  # noqa: E402
-from faceprior.training.checkpointing import load_training_state  # noqa: E402
+from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, load_training_state  # noqa: E402
+from faceprior.training.loop import read_warm_start  # noqa: E402
+from faceprior.weights.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from faceprior.weights.loading import infer_architecture  # noqa: E402
+
+
+def read_networks(source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(float32 generator state dict, discriminator state dict or None) of a training state or of
+    a generator's weights (path or registered model name)."""
+    path = Path(source).expanduser()
+    if path.is_file() and path.suffix in (".pth", ".pt"):
+        checkpoint = read_checkpoint(path)
+        if isinstance(checkpoint, dict) and checkpoint.get("format") == TRAINING_STATE_FORMAT:
+            modules = load_training_state(path)["modules"]
+            return modules["net_g_ema"], modules["net_d"]
+    generator, _ = read_warm_start(source, "source")
+    return {name: t.float() if t.is_floating_point() else t for name, t in generator.items()}, None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("state", type=Path, help="a state_*.pth of a GFP-GAN run")
-    parser.add_argument("out_dir", type=Path, help="folder for net_g.pth and net_d.pth (must not hold them)")
+    parser.add_argument("source", help="a state_*.pth of a GFP-GAN run, or a generator's weights (file or registered name)")
+    parser.add_argument("out_dir", type=Path, help="folder for net_g.pth (and net_d.pth); must not hold them")
     parser.add_argument("--add-input-gate", action="store_true", help="add the input gate at its initial values")
     args = parser.parse_args(argv)
 
-    modules = load_training_state(args.state)["modules"]
-    generator = modules["net_g_ema"]
+    try:
+        generator, discriminator = read_networks(args.source)
+    except CheckpointError as error:
+        parser.error(str(error))
     if args.add_input_gate:
         arch, kwargs = infer_architecture(generator)
         if arch != "GFPGANv1Clean" or kwargs.get("input_gate"):
-            parser.error(f"{args.state}: the generator is {arch}{' with a gate already' if kwargs.get('input_gate') else ''}; "
+            parser.error(f"{args.source}: the generator is {arch}{' with a gate already' if kwargs.get('input_gate') else ''}; "
                          "--add-input-gate needs a GFPGANv1Clean without one")
         gate = GFPGANv1Clean(**kwargs, input_gate=True).input_gate
         generator = dict(generator, **{f"input_gate.{k}": v for k, v in gate.state_dict().items()})
-    files = {args.out_dir / "net_g.pth": {"params_ema": generator}, args.out_dir / "net_d.pth": {"params": modules["net_d"]}}
+    files = {args.out_dir / "net_g.pth": {"params_ema": generator}}
+    if discriminator is not None:
+        files[args.out_dir / "net_d.pth"] = {"params": discriminator}
     for path in files:
         if path.exists():
             parser.error(f"{path}: exists; not overwritten")
@@ -51,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     for path, payload in files.items():
         torch.save(payload, path)
         print(f"wrote {path} ({len(next(iter(payload.values())))} tensors)")
+    if discriminator is None:
+        print("no discriminator in the source: the run's discriminator starts afresh (model.pretrained_d: null)")
     return 0
 
 
