@@ -1,0 +1,55 @@
+"""Scripts of tools/ that the default model's recipe runs (docs/default_model.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from faceprior.models import GFPGANv1Clean
+from faceprior.models.gfpgan_clean import INPUT_GATE_INIT_BIAS
+from faceprior.weights.checkpoint import read_state_dict, save_state_dict
+from faceprior.weights.loading import load_state_dict_strict
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = dict(out_size=32, num_style_feat=16, narrow=0.03125)
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "tools" / "warm_start_files.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_warm_start_files_add_a_closed_gate_to_a_generator_file(tmp_path):
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(**SMALL).eval()
+    save_state_dict({k: v.half() for k, v in model.state_dict().items()}, tmp_path / "g.safetensors")
+    result = run_tool(str(tmp_path / "g.safetensors"), str(tmp_path / "start"), "--add-input-gate")
+    assert result.returncode == 0, result.stderr
+    assert "discriminator starts afresh" in result.stdout and not (tmp_path / "start" / "net_d.pth").exists()
+
+    gated = GFPGANv1Clean(**SMALL, input_gate=True).eval()
+    state = read_state_dict(tmp_path / "start" / "net_g.pth")
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+    load_state_dict_strict(gated, state)
+    plain = GFPGANv1Clean(**SMALL).eval()
+    load_state_dict_strict(plain, read_state_dict(tmp_path / "g.safetensors"))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = torch.lerp(plain(x, return_rgb=False, randomize_noise=False)[0], x,
+                              torch.sigmoid(torch.tensor(INPUT_GATE_INIT_BIAS)))
+        out = gated(x, return_rgb=False, randomize_noise=False)[0]
+    assert (out - expected).abs().max() < 1e-5
+    # Nothing is overwritten; a generator with a gate already is refused.
+    again = run_tool(str(tmp_path / "g.safetensors"), str(tmp_path / "start"), "--add-input-gate")
+    assert again.returncode == 2 and "exists; not overwritten" in again.stderr
+    refused = run_tool(str(tmp_path / "start" / "net_g.pth"), str(tmp_path / "other"), "--add-input-gate")
+    assert refused.returncode == 2 and "with a gate already" in refused.stderr
+
+
+def test_warm_start_files_from_a_missing_file_is_a_one_line_error(tmp_path):
+    result = run_tool(str(tmp_path / "nope.pth"), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert str(tmp_path / "nope.pth") in result.stderr and result.stderr.strip().count("\n") <= 1
