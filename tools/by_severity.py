@@ -5,8 +5,9 @@
 Sorts the test images by the degraded input's value of ``--by`` (default: ``--metric`` itself),
 from the mildest to the worst degradation, cuts them into ``--bins`` groups of equal size, and
 prints per group the mean ``--metric`` of every method and how often each model beats the input
-on that image. Only images where every method has a value count (as in the results table). A
-mean that hides a loss on mild inputs and a gain on bad ones shows up here.
+on that image, then each model's paired mean difference from the input with a 95 % interval.
+Only images where every method has a value count (as in the results table). A mean that hides a
+loss on mild inputs and a gain on bad ones shows up here.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
               + "".join(f"  {w:>20.2f}" for w in wins))
     means = table.mean(axis=1)
     print(f"{'all':>5}  {len(names):>6}  " + "  ".join(f"{v:>14.4f}" for v in means))
+    # Paired over the same images: is a model's difference from the input more than noise?
+    print("paired difference from the input, mean and 95 % interval (mean +- 1.96 standard errors):")
+    for label, row in zip(labels[1:], table[1:]):
+        diff = row - table[0]
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+        print(f"  {label}: {diff.mean():+.4f} [{diff.mean() - half:+.4f}, {diff.mean() + half:+.4f}]")
     return 0
 
 
