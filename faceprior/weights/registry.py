@@ -147,11 +147,13 @@ MODELS: dict[str, RegisteredModel] = {
             name="faceprior-256",
             filename="faceprior-256.safetensors",
             url=None,
-            sha256="08af3a4368a442bee1d9828e3ee5bdaedc28b2318db9777159be7ed3a4ab9023",
-            size=7074184,
+            sha256="7028af640e876b6da88f7626397f5f9a53f7a313793b490d3b1a22b848746067",
+            size=7076732,
             arch="GFPGANv1Clean",
-            # configs/gfpgan_clean_256_cpu_wide_id.yaml (version 2; version 1: configs/gfpgan_clean_256_cpu.yaml)
-            kwargs=_gfpgan_kwargs(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, narrow=0.25),
+            # configs/gfpgan_clean_256_cpu_gate.yaml (version 3: version 2, configs/gfpgan_clean_256_cpu_wide_id.yaml,
+            # plus a trained input gate; version 1: configs/gfpgan_clean_256_cpu.yaml)
+            kwargs=_gfpgan_kwargs(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, narrow=0.25,
+                                  input_gate=True),
             input_size=256,
             face_template=CELEBA_HQ_TEMPLATE_256,
             license="non-commercial research (trained on CelebA-HQ)",
