@@ -25,6 +25,7 @@ from faceprior.training.checkpointing import (
     remove_stale_temporary_files,
     save_training_state,
 )
+from faceprior.training import distributed
 from faceprior.training.config import (
     OFFICIAL_EMA_DECAY,
     ConfigError,
@@ -33,7 +34,6 @@ from faceprior.training.config import (
     load_config,
     save_config,
 )
-from faceprior.training import distributed
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, read_metrics
 from faceprior.training.loop import TrainingDivergedError, lr_factor
