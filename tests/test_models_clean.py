@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faceprior.models.gfpgan_clean import GFPGANv1Clean, StyleGAN2GeneratorCSFT
+from faceprior.models.gfpgan_clean import GFPGANv1Clean, StyleGAN2GeneratorCSFT, without_decoder_noise
 from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
 from faceprior.weights.checkpoint import CheckpointError
 
@@ -195,3 +195,28 @@ def test_input_gate_blends_the_input_back_in_and_leaves_the_official_layout_alon
         torch.nn.init.normal_(gate.spatial.weight, std=2.0)
         per_pixel = weights_of_input(gated)
         assert per_pixel.min() > 0 and per_pixel.max() < 1 and per_pixel.std() > 0.01
+
+
+def test_without_decoder_noise_zeroes_only_the_noise_strengths_and_makes_outputs_deterministic():
+    kwargs = dict(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125, input_gate=True)
+    torch.manual_seed(0)
+    model = GFPGANv1Clean(**kwargs).eval()
+    state = model.state_dict()
+    strengths = [k for k in state if k.startswith("stylegan_decoder.style_conv") and state[k].numel() == 1]
+    assert len(strengths) == 2 * model.stylegan_decoder.log_size - 3  # style_conv1 + 2 per level above 4 px
+    for key in strengths:  # trained strengths are not zero; init is
+        state[key] = torch.full_like(state[key], 0.5)
+    quiet = without_decoder_noise(state)
+    assert set(quiet) == set(state)
+    assert [k for k in state if not torch.equal(state[k], quiet[k])] == strengths
+    assert all(float(quiet[k]) == 0.0 for k in strengths) and all(float(state[k]) == 0.5 for k in strengths)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        model.load_state_dict(state)
+        noisy = [model(x, randomize_noise=True)[0] for _ in range(2)]
+        assert max_abs_diff(*noisy) > 1e-3
+        model.load_state_dict(quiet)  # strict: same keys and shapes
+        fresh, stored = model(x, randomize_noise=True)[0], model(x, randomize_noise=False)[0]
+        assert torch.equal(fresh, stored)
+    with pytest.raises(ValueError, match="no decoder noise strengths"):
+        without_decoder_noise({"conv.weight": torch.ones(1)})

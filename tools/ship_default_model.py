@@ -9,6 +9,9 @@ float16 in ``faceprior/data/faceprior-256.safetensors`` (atomic write; an existi
 unless ``--force``), and measures what float16 storage costs: the PSNR between the outputs of the
 float32 weights and the float16-stored weights (both run in float32) on the faces of
 ``--check-dir``. Prints the SHA-256 and size to put into faceprior/weights/registry.py.
+``--zero-noise`` sets the decoder's noise strengths to zero first (``without_decoder_noise``:
+deterministic output without the stored noise pattern) and prints how much that changes the
+outputs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from faceprior.image_io import read_image, to_float01  # noqa: E402
 from faceprior.metrics.psnr_ssim import psnr_torch  # noqa: E402
 from faceprior.models import create_model  # noqa: E402
+from faceprior.models.gfpgan_clean import without_decoder_noise  # noqa: E402
 from faceprior.weights.checkpoint import read_state_dict  # noqa: E402
 from faceprior.weights.loading import load_state_dict_strict  # noqa: E402
 from faceprior.weights.registry import MODELS, registered_path  # noqa: E402
@@ -71,16 +75,23 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=32, help="faces of --check-dir to use (default 32)")
     parser.add_argument("--config", required=True, help="the training config of the checkpoint (stored in the file's metadata)")
     parser.add_argument("--force", action="store_true", help="replace an existing bundled file")
+    parser.add_argument("--zero-noise", action="store_true", help="set the decoder noise strengths to zero")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     state_dict = read_state_dict(args.checkpoint, key="params_ema")
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
     out_path = registered_path(MODELS[NAME])
     if out_path.exists() and not args.force:
         raise SystemExit(f"{out_path}: exists; pass --force to replace it")
 
     faces = faces_of(args.check_dir, MODELS[NAME].input_size, args.limit)
+    if args.zero_noise:
+        with torch.inference_mode():
+            noisy = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]
+            state_dict = without_decoder_noise(state_dict)
+            quiet = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]
+        print(f"decoder noise off: output PSNR {pooled_psnr(noisy, quiet):.1f} dB against the stored noise")
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in state_dict.items()}
     with torch.inference_mode():
         full = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]
         stored = build(half)(faces, return_rgb=False, randomize_noise=False)[0]
@@ -89,7 +100,8 @@ def main() -> None:
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors(half, out_path, metadata={"name": NAME, "source": args.checkpoint.name, "weights": "params_ema",
-                                               "config": args.config})
+                                               "config": args.config,
+                                               "decoder_noise": "off" if args.zero_noise else "stored"})
     assert all(torch.equal(load_safetensors(out_path)[k], half[k]) for k in half)
     print(f"wrote {out_path}: {out_path.stat().st_size} bytes, sha256 {sha256_of_file(out_path)}")
 

@@ -14,6 +14,8 @@ input gate of ``GFPGANv1Clean(input_gate=True)`` at its initial values (zero wei
 ``INPUT_GATE_INIT_BIAS``), so that a run with ``kwargs: {input_gate: true}`` starts from the old
 generator's outputs blended with 4.7 % of the input. Warm starts load strictly; this is how an
 architecture change continues from a finished run (the optimiser state starts afresh).
+With ``--zero-noise`` every decoder noise strength of the generator is set to zero
+(``gfpgan_clean.without_decoder_noise``), as in the shipped model from version 4 on.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.models import GFPGANv1Clean  # noqa: E402
+from faceprior.models.gfpgan_clean import without_decoder_noise  # noqa: E402
 from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, load_training_state  # noqa: E402
 from faceprior.training.loop import read_warm_start  # noqa: E402
 from faceprior.weights.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", help="a state_*.pth of a GFP-GAN run, or a generator's weights (file or registered name)")
     parser.add_argument("out_dir", type=Path, help="folder for net_g.pth (and net_d.pth); must not hold them")
     parser.add_argument("--add-input-gate", action="store_true", help="add the input gate at its initial values")
+    parser.add_argument("--zero-noise", action="store_true", help="set the generator's decoder noise strengths to zero")
     args = parser.parse_args(argv)
 
     try:
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                          "--add-input-gate needs a GFPGANv1Clean without one")
         gate = GFPGANv1Clean(**kwargs, input_gate=True).input_gate
         generator = dict(generator, **{f"input_gate.{k}": v for k, v in gate.state_dict().items()})
+    if args.zero_noise:
+        try:
+            generator = without_decoder_noise(generator)
+        except ValueError as error:
+            parser.error(f"{args.source}: {error}")
     files = {args.out_dir / "net_g.pth": {"params_ema": generator}}
     if discriminator is not None:
         files[args.out_dir / "net_d.pth"] = {"params": discriminator}

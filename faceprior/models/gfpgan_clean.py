@@ -27,7 +27,8 @@ order equal the official ones, so the released ``{'params_ema': ...}`` checkpoin
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +41,29 @@ from faceprior.models.gfpgan_decoder import (SFTDecoderMixin, apply_sft, load_an
 from faceprior.models.stylegan2 import log2_out_size, stylegan2_channels
 from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
 
-__all__ = ["channel_split_sft", "StyleGAN2GeneratorCSFT", "ResBlock", "load_decoder_checkpoint", "GFPGANv1Clean"]
+__all__ = ["channel_split_sft", "StyleGAN2GeneratorCSFT", "ResBlock", "load_decoder_checkpoint", "GFPGANv1Clean",
+           "without_decoder_noise"]
 
 channel_split_sft = apply_sft
+
+#: State-dict keys of the decoder's learned noise strengths (one [1] tensor per StyleConv).
+DECODER_NOISE_STRENGTH = re.compile(r"^stylegan_decoder\.(style_conv1|style_convs\.\d+)\.weight$")
+
+
+def without_decoder_noise(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """A copy of a GFPGANv1Clean state dict with every decoder noise strength set to zero.
+
+    Each StyleConv adds ``strength * noise`` to its output; at inference the noise is either drawn
+    afresh or (``randomize_noise=False``) the stored buffers ``stylegan_decoder.noises.noise{i}``,
+    one fixed pattern that then lands on every face. With the strengths at zero the decoder draws
+    the mean of that term, the output no longer depends on ``randomize_noise``, and the state dict
+    keeps its keys and shapes (it still loads strictly). Other tensors are shared, not copied.
+    Raises ValueError when the state dict has no such keys.
+    """
+    keys = [k for k, v in state_dict.items() if DECODER_NOISE_STRENGTH.match(k) and v.numel() == 1]
+    if not keys:
+        raise ValueError("no decoder noise strengths (stylegan_decoder.style_conv1.weight, ...): not a GFPGANv1Clean")
+    return {k: torch.zeros_like(v) if k in keys else v for k, v in state_dict.items()}
 
 
 class StyleGAN2GeneratorCSFT(SFTDecoderMixin, StyleGAN2GeneratorClean):
