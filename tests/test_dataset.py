@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,5 +210,14 @@ def test_compute_component_boxes_with_a_callable_detector(tmp_path, face_folder)
     assert loaded.boxes[names[0]].left_eye == (40.0, 40.0, 0.23 * 48)
     with pytest.raises(DatasetError, match="exists"):
         compute_component_boxes(face_folder, fake_detector, out, size=128)
-    with pytest.raises(DatasetError, match=rf"no component boxes for 1 of {NUM_FACES} images .*first: {names[1]}"):
-        FaceDataset(face_folder, component_boxes=out)
+    # The image without a face is left out of training, with a warning; the others keep their boxes.
+    with pytest.warns(UserWarning, match=rf"1 of {NUM_FACES} images .* no detected face and are left out"):
+        dataset = FaceDataset(face_folder, component_boxes=out)
+    assert len(dataset) == NUM_FACES - 1 and names[1] not in {Path(dataset[i]["path"]).name for i in range(len(dataset))}
+    assert "loc_left_eye" in dataset[0]
+    # An image that the file neither boxes nor lists as faceless is an error (a stale box file).
+    stale = ComponentBoxFile(frame_size=128, boxes={k: v for k, v in result.boxes.items() if k != names[2]},
+                             missing=result.missing, source="stale.json")
+    with pytest.raises(DatasetError, match=rf"^stale\.json: no component boxes for 1 of {NUM_FACES - 1} images .*first: {names[2]}"), \
+            pytest.warns(UserWarning, match="left out"):
+        FaceDataset(face_folder, component_boxes=stale)

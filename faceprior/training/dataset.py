@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -323,7 +324,8 @@ class FaceDataset(Dataset):
         flip: random horizontal flip (p 0.5) of the GT before degrading.
         degradation: the degradation config (default: the official recipe).
         component_boxes: None, a ComponentBoxFile, or a path to one (.pth official / .json
-            cache); every image must have boxes.
+            cache); every image must have boxes, except those the file lists as ``missing`` (no
+            face detected), which are left out with a warning.
         seed: base seed. Sample i of epoch e uses np.random.default_rng([seed, e, i]) for the
             flip and the degradation, so batches do not depend on the DataLoader's worker
             count or on the sampler (DistributedSampler included).
@@ -363,6 +365,12 @@ class FaceDataset(Dataset):
         self.sample_boxes: Optional[list] = None
         if component_boxes is not None:
             relative = [p.relative_to(self.root).as_posix() for p in self.paths]
+            no_face = set(component_boxes.missing) & set(relative)
+            if no_face:  # the box file records that the detector found no face there: leave them out
+                warnings.warn(f"{component_boxes.source or 'component boxes'}: {len(no_face)} of {len(relative)} images in "
+                              f"{self.root} had no detected face and are left out of training", stacklevel=2)
+                self.paths = [p for p, r in zip(self.paths, relative) if r not in no_face]
+                relative = [r for r in relative if r not in no_face]
             self.sample_boxes = [component_boxes.lookup(r) for r in relative]
             absent = [r for r, b in zip(relative, self.sample_boxes) if b is None]
             if absent:
