@@ -62,6 +62,23 @@ def test_warm_start_files_zero_noise_switches_the_decoder_noise_off(tmp_path):
     assert all(torch.equal(written[k], v) for k, v in state.items() if k not in noise_keys)
 
 
+def test_warm_start_files_from_a_training_state_write_its_ema_generator_and_discriminator(tmp_path):
+    from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION
+
+    torch.manual_seed(0)
+    generator, discriminator = GFPGANv1Clean(**SMALL).state_dict(), {"conv.weight": torch.randn(4, 3, 3, 3)}
+    torch.save({"format": TRAINING_STATE_FORMAT, "version": TRAINING_STATE_VERSION,
+                "modules": {"net_g_ema": generator, "net_d": discriminator}}, tmp_path / "state_00000100.pth")
+    result = run_tool(str(tmp_path / "state_00000100.pth"), str(tmp_path / "start"))
+    assert result.returncode == 0, result.stderr
+    written_g = read_state_dict(tmp_path / "start" / "net_g.pth")
+    assert set(written_g) == set(generator) and all(torch.equal(written_g[k], v) for k, v in generator.items())
+    assert torch.equal(read_state_dict(tmp_path / "start" / "net_d.pth")["conv.weight"], discriminator["conv.weight"])
+    torch.save({"format": TRAINING_STATE_FORMAT, "version": -1, "modules": {}}, tmp_path / "old.pth")
+    old = run_tool(str(tmp_path / "old.pth"), str(tmp_path / "other"))
+    assert old.returncode == 2 and "unsupported training-state version" in old.stderr
+
+
 def test_warm_start_files_from_a_missing_file_is_a_one_line_error(tmp_path):
     result = run_tool(str(tmp_path / "nope.pth"), str(tmp_path / "out"))
     assert result.returncode == 2

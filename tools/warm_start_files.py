@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from faceprior.models import GFPGANv1Clean  # noqa: E402
 from faceprior.models.gfpgan_clean import without_decoder_noise  # noqa: E402
-from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, load_training_state  # noqa: E402
+from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, check_training_state  # noqa: E402
 from faceprior.training.loop import read_warm_start  # noqa: E402
-from faceprior.weights.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
+from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, select_state_dict  # noqa: E402
 from faceprior.weights.loading import infer_architecture  # noqa: E402
 
 
@@ -41,12 +41,14 @@ def read_networks(source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch
     """(float32 generator state dict, discriminator state dict or None) of a training state or of
     a generator's weights (path or registered model name)."""
     path = Path(source).expanduser()
-    if path.is_file() and path.suffix in (".pth", ".pt"):
+    if path.is_file():  # read once: a training state or a generator's weights
         checkpoint = read_checkpoint(path)
         if isinstance(checkpoint, dict) and checkpoint.get("format") == TRAINING_STATE_FORMAT:
-            modules = load_training_state(path)["modules"]
+            modules = check_training_state(checkpoint, path)["modules"]
             return modules["net_g_ema"], modules["net_d"]
-    generator, _ = read_warm_start(source, "source")
+        generator = select_state_dict(checkpoint, path)  # params_ema, else params, else the bare dict
+    else:
+        generator, _ = read_warm_start(source, "source")
     return {name: t.float() if t.is_floating_point() else t for name, t in generator.items()}, None
 
 

@@ -92,7 +92,12 @@ def save_training_state(state: Mapping[str, Any], path: PathLike) -> Path:
 
 def load_training_state(path: PathLike) -> dict:
     """Read a training state safely (``weights_only``). Raises CheckpointError (one line)."""
-    state = read_checkpoint(path)
+    return check_training_state(read_checkpoint(path), path)
+
+
+def check_training_state(state: object, path: PathLike) -> dict:
+    """``state`` (what :func:`read_checkpoint` read from ``path``) as a training-state dict, or
+    CheckpointError (one line) when it is not one of this version."""
     if not isinstance(state, Mapping) or state.get("format") != TRAINING_STATE_FORMAT:
         raise CheckpointError(path, "not a faceprior training state (no 'format': 'faceprior.training_state')")
     if state.get("version") != TRAINING_STATE_VERSION:
