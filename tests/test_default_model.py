@@ -17,10 +17,11 @@ import torch
 
 from faceprior.face.templates import CELEBA_HQ_TEMPLATE_256
 from faceprior.models import create_model
+from faceprior.models.gfpgan_clean import DECODER_NOISE_STRENGTH
 from faceprior.restorer import FaceRestorer, NoModelError, choose_model
 from faceprior.weights import registry
 from faceprior.weights.registry import MODELS, cached_models, fetch_registered, registered_path
-from faceprior.weights.safetensors import save_safetensors
+from faceprior.weights.safetensors import load_safetensors, save_safetensors
 from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
 
 NAME = "faceprior-256"
@@ -100,6 +101,28 @@ def test_shipped_file_matches_its_registry_entry():
     assert entry.sha256 is not None and entry.size is not None
     assert fetch_registered(entry) == path  # size and SHA-256 checked
     assert path.stat().st_size < 40 * 2**20
+
+
+def test_shipped_model_has_its_decoder_noise_off():
+    """From version 4 on the decoder's noise strengths ship as zero (docs/default_model.md): the
+    restored face must not depend on the stored noise buffers (they put one fixed mottled pattern
+    on every face)."""
+    entry = MODELS[NAME]
+    state = load_safetensors(registered_path(entry))
+    model = create_model(entry.arch, **entry.kwargs).eval()
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    noises = [buffer for name, buffer in model.named_buffers() if name.startswith("stylegan_decoder.noises.")]
+    strengths = {k: v for k, v in state.items() if DECODER_NOISE_STRENGTH.match(k)}
+    assert len(strengths) == len(noises) == 13  # one per StyleConv at 256 px
+    assert all(float(v.abs().max()) == 0 for v in strengths.values())
+    torch.manual_seed(0)
+    face = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        before = model(face)[0]
+        for buffer in noises:
+            buffer.normal_()
+        after = model(face)[0]
+    assert torch.equal(before, after)
 
 
 def test_restore_on_an_offline_machine_uses_the_bundled_model(tmp_path: Path, monkeypatch, capsys):
