@@ -13,7 +13,8 @@ from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator
 from faceprior.models.vgg import VGG19Features
 from faceprior.training.losses import (COMPONENTS, GFPGAN_PERCEPTUAL_LAYER_WEIGHTS, LossWeights, PerceptualLoss,
                                        component_crop_settings, component_discriminator_losses,
-                                       component_generator_losses, component_rois, crop_facial_components,
+                                       component_generator_losses, component_l1_loss, component_rois,
+                                       crop_facial_components,
                                        gan_loss_vanilla, gan_loss_wgan_softplus, gram_matrix,
                                        gray_resize_for_identity, identity_loss, image_pyramid, l1_loss,
                                        lazy_path_length_loss, lazy_r1_loss, path_length_penalty, pyramid_l1_loss,
@@ -237,6 +238,19 @@ def test_component_crop_settings():
     assert component_crop_settings(1024) == (160, 240, 2.0)
     assert component_crop_settings(256) == (40, 60, 1.0)
     assert component_crop_settings(32) == (5, 8, 1.0)
+
+
+def test_component_l1_loss_weighs_each_component_equally():
+    torch.manual_seed(0)
+    real = {"left_eye": torch.rand(2, 3, 5, 5), "right_eye": torch.rand(2, 3, 5, 5), "mouth": torch.rand(2, 3, 8, 8)}
+    fake = {name: crop.clone().requires_grad_() for name, crop in real.items()}
+    assert float(component_l1_loss(fake, real, weight=3.0)) == 0.0
+    offsets = {"left_eye": 0.1, "right_eye": 0.0, "mouth": -0.2}  # the mouth crop is larger: same weight
+    moved = {name: fake[name] + offset for name, offset in offsets.items()}
+    loss = component_l1_loss(moved, real, weight=3.0)
+    torch.testing.assert_close(loss, torch.tensor(3.0 * (0.1 + 0.2)))
+    loss.backward()
+    assert float(fake["right_eye"].grad.abs().sum()) == 0 and float(fake["mouth"].grad.abs().sum()) > 0
 
 
 def component_boxes():

@@ -330,7 +330,8 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
 def test_each_loss_term_switches_off(tmp_path, faces, boxes):
     logged_by = {"pixel": ["l_g_pix"], "pyramid": ["l_g_pyramid"], "perceptual": ["l_g_percep"], "style": ["l_g_style"],
                  "gan": ["l_g_gan"], "component_gan": ["l_g_comp_gan_left_eye", "l_g_comp_gan_mouth"],
-                 "component_style": ["l_g_comp_style"], "identity": ["l_identity"], "r1": ["l_d_r1"]}
+                 "component_style": ["l_g_comp_style"], "component_pixel": ["l_g_comp_pix"], "identity": ["l_identity"],
+                 "r1": ["l_d_r1"]}
     assert set(logged_by) | {"path_length"} == set(LossWeights.TERMS)
     cfg = tiny_config(tmp_path, faces, data__component_boxes=str(boxes), losses__r1_every=1)
     trainer = GFPGANTrainer(cfg, DistributedContext(), NullLogger())
@@ -363,6 +364,12 @@ def test_each_loss_term_switches_off(tmp_path, faces, boxes):
                            losses__component_style=0.0, losses__perceptual=0.0, losses__style=0.0)
     trainer = GFPGANTrainer(both_off, DistributedContext(), NullLogger())
     assert not trainer.net_d_components and trainer.perceptual is None and "net_d_mouth" not in trainer.modules
+    # component_pixel still crops eyes and mouth, with no component discriminator to step.
+    logs = trainer.train_step(1, [next(iter(torch.utils.data.DataLoader(trainer.train_dataset, batch_size=2)))])
+    assert torch.isfinite(logs["l_g_comp_pix"]) and not any(name.startswith("l_d_left") for name in logs)
+    no_crops = tiny_config(tmp_path, faces, data__component_boxes=str(boxes), losses__component_gan=0.0,
+                           losses__component_style=0.0, losses__component_pixel=0.0, losses__identity=0.0)
+    assert not GFPGANTrainer(no_crops, DistributedContext(), NullLogger()).train_dataset.component_boxes
     with pytest.raises(ConfigError, match="model.random_arcface"):
         GFPGANTrainer(tiny_config(tmp_path, faces, model__random_arcface=False), DistributedContext(), NullLogger())
 

@@ -84,6 +84,10 @@ class LossWeights:
             discriminator (``gan_component_opt.loss_weight``).
         component_style: Gram style loss on the component discriminators' features
             (``comp_style_weight``).
+        component_pixel: this project's, not the paper's (off by default): L1 between the restored
+            and ground-truth eye and mouth crops (:func:`component_l1_loss`), on top of the
+            whole-image L1, so that the few pixels of the eyes weigh more; needs component boxes
+            but no discriminator.
         identity: L1 between ArcFace embeddings (``identity_weight``), or with
             ``model.identity_net: dlib`` the distance of :class:`DlibIdentityLoss`.
         r1, r1_every: R1 penalty weight (``r1_reg_weight``) and lazy interval (``net_d_reg_every``).
@@ -100,6 +104,7 @@ class LossWeights:
     gan: float = 0.1
     component_gan: float = 1.0
     component_style: float = 200.0
+    component_pixel: float = 0.0
     identity: float = 10.0
     r1: float = 10.0
     r1_every: int = 16
@@ -109,8 +114,8 @@ class LossWeights:
     path_batch_shrink: int = 2
 
     # The switchable terms (weights); the other fields are schedules.
-    TERMS = ("pixel", "perceptual", "style", "pyramid", "gan", "component_gan", "component_style", "identity", "r1",
-             "path_length")
+    TERMS = ("pixel", "perceptual", "style", "pyramid", "gan", "component_gan", "component_style", "component_pixel",
+             "identity", "r1", "path_length")
 
     def __post_init__(self):
         for term in self.TERMS:
@@ -441,6 +446,18 @@ def component_generator_losses(discriminators: Mapping[str, nn.Module], fake: Ma
     if style is not None:
         losses["style"] = style * style_weight
     return losses
+
+
+def component_l1_loss(fake: Mapping[str, torch.Tensor], real: Mapping[str, torch.Tensor],
+                      weight: float = 1.0) -> torch.Tensor:
+    """``weight * sum_components l1(fake crop, real crop)`` over left eye, right eye and mouth.
+
+    fake, real: crops of the restored / ground-truth faces (:func:`crop_facial_components`), the
+    real ones carry no gradient. Each component's L1 is a mean over its crop, so every component
+    counts the same whatever its size.
+    """
+    total = sum(l1_loss(fake[name], real[name]) for name in COMPONENTS)
+    return total * weight
 
 
 def component_discriminator_losses(discriminators: Mapping[str, nn.Module], fake: Mapping[str, torch.Tensor],

@@ -7,7 +7,8 @@ stepped once, over ``train.grad_accum`` micro-batches per step:
    terms of ``losses`` (:class:`~faceprior.training.losses.LossWeights`): pixel L1; image-pyramid
    L1 on the U-Net RGB outputs (weight 1e-12 after ``remove_pyramid_after``); VGG19 perceptual and
    style; the logistic GAN loss against the StyleGAN2 discriminator; the facial-component GAN
-   and style losses (RoIAlign crops of eyes and mouth); the ArcFace identity loss (or dlib's,
+   and style losses (RoIAlign crops of eyes and mouth) and, this project's addition, the L1 of
+   those crops (``component_pixel``, off by default); the ArcFace identity loss (or dlib's,
    ``model.identity_net: dlib``). Adam step.
 2. **EMA** of the generator.
 3. **Discriminator step**: logistic loss on the restored (detached) and ground-truth faces, plus
@@ -64,6 +65,7 @@ from faceprior.training.losses import (
     component_crop_settings,
     component_discriminator_losses,
     component_generator_losses,
+    component_l1_loss,
     crop_facial_components,
     gan_loss_wgan_softplus,
     identity_loss,
@@ -133,7 +135,7 @@ class GFPGANTrainer(TrainerBase):
         self.weights = weights
         device = self.device
         generator_terms = ("pixel", "perceptual", "style", "pyramid", "gan", "component_gan", "component_style",
-                           "identity")
+                           "component_pixel", "identity")
         if not any(weights.enabled(term) for term in generator_terms):
             raise ConfigError(f"{config.source}: losses: every generator loss term is 0; nothing to train")
 
@@ -151,13 +153,16 @@ class GFPGANTrainer(TrainerBase):
         self.net_d = self.net_d.to(device).train()
         self.modules.update(net_g=self.net_g, net_g_ema=self.net_g_ema, net_d=self.net_d)
 
-        # Facial-component discriminators: only with their losses on and boxes to crop with.
+        # Facial-component crops (with any component loss on and boxes to crop with) and
+        # discriminators (only for component_gan / component_style).
         self.net_d_components: dict[str, nn.Module] = {}
-        wants_components = weights.enabled("component_gan") or weights.enabled("component_style")
-        if wants_components and not data.component_boxes:
-            warnings.warn(f"{config.source}: component_gan / component_style are on but data.component_boxes is not set: "
-                          "the facial-component losses are skipped", stacklevel=2)
-        if wants_components and data.component_boxes:
+        wants_discriminators = weights.enabled("component_gan") or weights.enabled("component_style")
+        wants_crops = wants_discriminators or weights.enabled("component_pixel")
+        if wants_crops and not data.component_boxes:
+            warnings.warn(f"{config.source}: component_gan / component_style / component_pixel are on but "
+                          "data.component_boxes is not set: the facial-component losses are skipped", stacklevel=2)
+        self.use_component_crops = wants_crops and bool(data.component_boxes)
+        if wants_discriminators and data.component_boxes:
             for name in COMPONENTS:
                 net = FacialComponentDiscriminator()
                 self.load_pretrained(net, getattr(model, f"pretrained_d_{name}"), f"model.pretrained_d_{name}")
@@ -203,7 +208,7 @@ class GFPGANTrainer(TrainerBase):
 
         self.train_dataset = FaceDataset(data.train, size=data.size, flip=data.flip,
                                          degradation=data.degradation_config(),
-                                         component_boxes=data.component_boxes if self.net_d_components else None,
+                                         component_boxes=data.component_boxes if self.use_component_crops else None,
                                          seed=config.train.seed, eye_enlarge_ratio=data.eye_enlarge_ratio)
         self.val_set = build_validation_set(config) if ctx.is_main else None
         self.val_baseline: dict[str, float] = {}
@@ -285,6 +290,7 @@ class GFPGANTrainer(TrainerBase):
         add = logs.add
 
         pyramid_weight = w.pyramid_weight_at(iteration)
+        use_crops = self.use_component_crops
         use_components = bool(self.net_d_components)
         discriminators = [self.net_d, *self.net_d_components.values()]
 
@@ -314,10 +320,13 @@ class GFPGANTrainer(TrainerBase):
                 if w.enabled("gan"):
                     losses["l_g_gan"] = gan_loss_wgan_softplus(self.net_d(output).float(), True, weight=w.gan)
                 fake_crops = real_crops = None
-                if use_components:
+                if use_crops:
                     boxes = [batch[f"loc_{name}"].to(self.device) for name in COMPONENTS]
                     fake_crops = crop_facial_components(output, *boxes, self.eye_size, self.mouth_size, self.crop_scale)
                     real_crops = crop_facial_components(gt, *boxes, self.eye_size, self.mouth_size, self.crop_scale)
+                if use_crops and w.enabled("component_pixel"):
+                    losses["l_g_comp_pix"] = component_l1_loss(fake_crops, real_crops, w.component_pixel)
+                if use_components:
                     component = component_generator_losses(self.net_d_components, fake_crops, real_crops,
                                                             gan_weight=w.component_gan, style_weight=w.component_style)
                     for name, value in component.items():
@@ -330,7 +339,7 @@ class GFPGANTrainer(TrainerBase):
             (total / accum).backward()
             for name, value in losses.items():
                 add(name, value)
-            if use_components:
+            if use_crops:
                 fake_crops = {name: crop.detach() for name, crop in fake_crops.items()}
             kept.append((output.detach(), gt, fake_crops, real_crops))
         self.optimizer_g.step()
