@@ -244,7 +244,7 @@ def test_component_l1_loss_weighs_each_component_equally():
     torch.manual_seed(0)
     real = {"left_eye": torch.rand(2, 3, 5, 5), "right_eye": torch.rand(2, 3, 5, 5), "mouth": torch.rand(2, 3, 8, 8)}
     fake = {name: crop.clone().requires_grad_() for name, crop in real.items()}
-    assert float(component_l1_loss(fake, real, weight=3.0)) == 0.0
+    assert component_l1_loss(fake, real, weight=3.0).detach().item() == 0.0
     offsets = {"left_eye": 0.1, "right_eye": 0.0, "mouth": -0.2}  # the mouth crop is larger: same weight
     moved = {name: fake[name] + offset for name, offset in offsets.items()}
     loss = component_l1_loss(moved, real, weight=3.0)
