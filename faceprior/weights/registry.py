@@ -147,11 +147,12 @@ MODELS: dict[str, RegisteredModel] = {
             name="faceprior-256",
             filename="faceprior-256.safetensors",
             url=None,
-            sha256="7805c934b53ee5379cc8b3f138dcec5660abaf685a6266c2d44e08fe9fdc27df",
+            sha256="2d75f48881efe43ea33398e6684ab03e3c42833e504f2da943895e8e40a25946",
             size=7076756,
             arch="GFPGANv1Clean",
-            # configs/gfpgan_clean_256_cpu_gate.yaml, shipped with --zero-noise (version 4: version 3 with the
-            # decoder noise strengths at zero; version 3: version 2, configs/gfpgan_clean_256_cpu_wide_id.yaml,
+            # configs/gfpgan_clean_256_cpu_eye_l1.yaml, shipped with --zero-noise (version 5: version 4 fine-tuned
+            # with an L1 loss on eye and mouth crops; version 4: version 3, configs/gfpgan_clean_256_cpu_gate.yaml,
+            # with the decoder noise strengths at zero; version 3: version 2, configs/gfpgan_clean_256_cpu_wide_id.yaml,
             # plus a trained input gate; version 1: configs/gfpgan_clean_256_cpu.yaml)
             kwargs=_gfpgan_kwargs(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, narrow=0.25,
                                   input_gate=True),
