@@ -116,6 +116,9 @@ class LossWeights:
     # The switchable terms (weights); the other fields are schedules.
     TERMS = ("pixel", "perceptual", "style", "pyramid", "gan", "component_gan", "component_style", "component_pixel",
              "identity", "r1", "path_length")
+    # The terms of the GFP-GAN generator step (R1 regularises the discriminator, the path length
+    # a StyleGAN2 generator).
+    GENERATOR_TERMS = tuple(term for term in TERMS if term not in ("r1", "path_length"))
 
     def __post_init__(self):
         for term in self.TERMS:

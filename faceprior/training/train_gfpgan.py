@@ -134,9 +134,7 @@ class GFPGANTrainer(TrainerBase):
         model, data, weights = config.model, config.data, config.losses
         self.weights = weights
         device = self.device
-        generator_terms = ("pixel", "perceptual", "style", "pyramid", "gan", "component_gan", "component_style",
-                           "component_pixel", "identity")
-        if not any(weights.enabled(term) for term in generator_terms):
+        if not any(weights.enabled(term) for term in weights.GENERATOR_TERMS):
             raise ConfigError(f"{config.source}: losses: every generator loss term is 0; nothing to train")
 
         # Generator (+ EMA): official constructor, optional decoder / whole-model warm starts.
