@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from faceprior.models import GFPGANv1Clean
 from faceprior.models.gfpgan_clean import INPUT_GATE_INIT_BIAS
@@ -86,3 +87,21 @@ def test_warm_start_files_from_a_missing_file_is_a_one_line_error(tmp_path):
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and str(tmp_path / "nope.pth") in error_lines[0]
     assert result.stderr.rstrip().endswith(error_lines[0])
+
+
+def test_component_d_check_trains_a_discriminator_on_eye_crops(tmp_path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(3):
+        pixels = (torch.rand(256, 256, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(faces / f"{index}.png")
+    script = str(REPO / "tools" / "component_d_check.py")
+    result = subprocess.run([sys.executable, script, str(faces), "--steps", "2", "--print-every", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["step 1", "step 2", "mean logit"]
+    missing = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 1 and missing.stderr.strip() == f"{tmp_path / 'nope'}: not a folder"
