@@ -45,17 +45,16 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-from faceprior.inference import cpu_flags, native_bf16_available, optimize
+from faceprior.hardware import cpu_flags, native_bf16_available
+from faceprior.inference import optimize
 from faceprior.models import GFPGANv1Clean
-from faceprior.restorer import model_input_size
-from faceprior.weights.loading import load_model
+from faceprior.models.gfpgan_clean import RELEASED_OPTIONS
+from faceprior.models.loading import describe_network, load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import peak_rss_mib  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "realworld-aligned"
-FULL_SIZE = dict(out_size=512, num_style_feat=512, channel_multiplier=2, different_w=True, sft_half=True,
-                 input_is_latent=True, narrow=1)
 DEFAULT_VARIANTS = "ref,fp32,bf16,ort"
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -67,7 +66,7 @@ def build_model(spec: str | None = None, seed: int = 0) -> torch.nn.Module:
     if spec is not None:
         return load_model(spec)
     torch.manual_seed(seed)
-    model = GFPGANv1Clean(**FULL_SIZE).eval()
+    model = GFPGANv1Clean(**RELEASED_OPTIONS).eval()
     generator = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for param in model.parameters():
@@ -167,7 +166,7 @@ def main() -> None:
 
     if args.only_rss:  # subprocess of --rss: peak RSS after batch 1, then after batch --batch
         model = build_model(args.model)
-        size = model_input_size(model)
+        size = describe_network(model).face_size
         peaks = []
         with tempfile.TemporaryDirectory() as tmp:
             forward = make_variants(model, [args.only_rss], args.threads, Path(tmp))[args.only_rss]
@@ -189,7 +188,7 @@ def main() -> None:
           f"mkldnn={torch.backends.mkldnn.is_available()} native bf16={native_bf16_available()}")
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     model = build_model(args.model)
-    size = model_input_size(model)
+    size = describe_network(model).face_size
     print(f"model: {args.model or 'random full-size GFPGANv1Clean'}, {size}x{size} faces")
     with tempfile.TemporaryDirectory() as tmp:
         variants = make_variants(model, names, args.threads, Path(tmp))

@@ -32,11 +32,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
-from faceprior.image_io import read_image, write_image  # noqa: E402
+from faceprior.imaging.io import read_image, write_image  # noqa: E402
 from faceprior.models import create_model  # noqa: E402
-from faceprior.restorer import PRECISIONS, FaceRestorer  # noqa: E402
-from faceprior.weights.registry import MODELS  # noqa: E402
+from faceprior.models.gfpgan_clean import RELEASED_OPTIONS  # noqa: E402
+from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
+from faceprior.restoration.restorer import PRECISIONS, FaceRestorer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from process_memory import current_rss_mib, peak_rss_mib  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
     model = args.model
     if model is None:
         torch.manual_seed(0)
-        model = create_model(MODELS["gfpgan-1.4"].arch, **MODELS["gfpgan-1.4"].kwargs).eval()
+        model = create_model("GFPGANv1Clean", **RELEASED_OPTIONS).eval()
 
     runs = {}
     with tempfile.TemporaryDirectory() as out_dir:

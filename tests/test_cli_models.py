@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from faceprior.cli import main
+from faceprior.models.loading import load_model
 from faceprior.weights import store
+from faceprior.weights.catalogue import CATALOGUE, KINDS
 from faceprior.weights.checkpoint import read_state_dict, read_state_dict_and_key
-from faceprior.weights.loading import load_model
-from faceprior.weights.registry import MODELS
 
 
 @pytest.fixture(autouse=True)
@@ -37,21 +37,25 @@ def _assert_user_error(err: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def test_models_table(capsys, tmp_path: Path):
+def test_models_lists_every_catalogue_file_by_kind(capsys, tmp_path: Path):
     status, out, _ = _run(capsys, "models")
     assert status == 0
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["name", "arch", "size", "licence"]
-    rows = {line.split()[0]: line for line in lines[1:]}
-    assert list(rows) == list(MODELS)
+    titles = [line for line in lines if not line.startswith(" ")]
+    assert len(titles) == len(KINDS) and titles[0].startswith("restoration models")
+    assert lines[1].split()[:5] == ["name", "arch", "size", "licence", "checked"]
+    rows = {line.split()[0]: line for line in lines if line.startswith("  ") and line.split()[0] != "name"}
+    assert list(rows) == list(CATALOGUE)  # every weight file, in catalogue order (grouped by kind there)
     assert "GFPGANv1Clean" in rows["gfpgan-1.4"] and "332.5 MiB" in rows["gfpgan-1.4"] and "Apache-2.0" in rows["gfpgan-1.4"]
     assert f"absent: {tmp_path / 'cache' / 'weights' / 'GFPGANv1.4.pth'}" in rows["gfpgan-1.4"]
+    assert "non-commercial" in rows["codeformer"] and "present:" in rows["mtcnn-onet"] and "sha256" in rows["mtcnn-onet"]
+    assert "unverified" in rows["stylegan2-512-prior"]
 
     placed = tmp_path / "cache" / "weights" / "GFPGANv1.3.pth"
     placed.parent.mkdir(parents=True)
     placed.write_bytes(b"x" * 2048)
     _, out, _ = _run(capsys, "models")
-    row = next(line for line in out.splitlines() if line.startswith("gfpgan-1.3 "))
+    row = next(line for line in out.splitlines() if line.startswith("  gfpgan-1.3 "))
     assert f"present: {placed}" in row and "0.0 MiB" in row
 
 
@@ -66,7 +70,7 @@ def test_convert_round_trip_keeps_tensors_and_wrapper(capsys, reference_dir: Pat
     for path in (as_safetensors, back):
         converted, converted_key = read_state_dict_and_key(path)
         assert converted_key == key == "params"
-        assert list(converted) == list(original) and all(torch.equal(converted[k], original[k]) for k in original)
+        assert sorted(converted) == sorted(original) and all(torch.equal(converted[k], original[k]) for k in original)
     assert set(torch.load(back, weights_only=True)) == {"params"}
 
 
@@ -133,3 +137,20 @@ def test_usage_errors_and_the_real_entry_point(tmp_path: Path):
     )
     assert result.returncode == 1
     assert result.stderr.strip() == f"faceprior: error: cannot load {tmp_path / 'a.pth'}: no such file"
+
+
+def test_models_fetch_prepares_an_offline_machine(capsys, tmp_path: Path, monkeypatch):
+    """--fetch NAME... fetches and checks files ahead of time (here from a mirror folder, the way a
+    machine is prepared from a shared drive); a name that fails is one line and the others go on."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "parsing_bisenet.pth").write_bytes(b"bisenet weights")  # no published checksum: unverified
+    monkeypatch.setenv(store.ENV_MIRROR, str(mirror))
+    monkeypatch.delenv(store.ENV_OFFLINE)
+    status, out, err = _run(capsys, "models", "--fetch", "bisenet", "mtcnn-onet", "retinaface-resnet50")
+    assert status == 1
+    assert "bisenet:" in out and "no published checksum" in out and "mtcnn-onet:" in out and "SHA-256 checked" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faceprior: retinaface-resnet50: ") and "Traceback" not in err
+    status, _, err = _run(capsys, "models", "--fetch", "no-such-file")
+    _assert_user_error(err, "no-such-file", "known:")

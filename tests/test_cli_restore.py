@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from faceprior.cli import main
-from faceprior.image_io import read_image
+from faceprior.imaging.io import read_image
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -155,7 +155,7 @@ def test_whole_photo_with_the_default_detector(tmp_path, small_checkpoint, capsy
 def test_photo_with_a_hundred_faces(tmp_path, small_checkpoint):
     """A 10 x 10 grid of the example face: every face is found, restored in batches and pasted."""
     from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
-    from faceprior.restorer import FaceRestorer
+    from faceprior.restoration.restorer import FaceRestorer
 
     try:
         mtcnn_weights_dir()
@@ -176,8 +176,8 @@ def test_next_input_is_decoded_in_the_background_and_skipped_files_are_not_read(
     import threading
     from types import SimpleNamespace
 
-    from faceprior import batch
-    from faceprior.restorer import Result
+    from faceprior.restoration import batch
+    from faceprior.restoration.restorer import Result
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""The bundled default model "faceprior-256": registry entry, fallback choice, integrity checks.
+"""The bundled default model "faceprior-256": catalogue entry, fallback choice, integrity checks.
 
 Tests that build their own bundled folder use random weights of the registered architecture; the
 last tests check the file that actually ships in faceprior/data/.
@@ -18,9 +18,10 @@ import torch
 from faceprior.face.templates import CELEBA_HQ_TEMPLATE_256
 from faceprior.models import create_model
 from faceprior.models.gfpgan_clean import DECODER_NOISE_STRENGTH
-from faceprior.restorer import FaceRestorer, NoModelError, choose_model
-from faceprior.weights import registry
-from faceprior.weights.registry import MODELS, cached_models, fetch_registered, registered_path
+from faceprior.models.loading import infer_architecture, resolve_model
+from faceprior.restoration.restorer import FaceRestorer, NoModelError, choose_model
+from faceprior.weights import catalogue
+from faceprior.weights.catalogue import CATALOGUE, entries, fetch_weights, is_present, local_path
 from faceprior.weights.safetensors import load_safetensors, save_safetensors
 from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
 
@@ -29,20 +30,21 @@ NAME = "faceprior-256"
 
 @pytest.fixture
 def random_bundle(monkeypatch, tmp_path: Path) -> Path:
-    """An fp16 safetensors of random faceprior-256 weights as the bundled file, registry entry pinned to it."""
-    entry = MODELS[NAME]
+    """An fp16 safetensors of random faceprior-256 weights as the bundled file, catalogue entry pinned to it."""
+    entry = CATALOGUE[NAME]
     torch.manual_seed(0)
-    model = create_model(entry.arch, **entry.kwargs)
+    model = create_model(entry.arch, **resolve_model(NAME).options)
     path = tmp_path / "bundled" / entry.filename
     path.parent.mkdir()
     save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
-    monkeypatch.setattr(registry, "BUNDLED_DIR", path.parent)
-    monkeypatch.setitem(MODELS, NAME, replace(entry, sha256=sha256_of_file(path), size=path.stat().st_size))
+    monkeypatch.setattr(catalogue, "BUNDLED_DIR", path.parent)
+    monkeypatch.setitem(CATALOGUE, NAME, replace(entry, sha256=sha256_of_file(path), size=path.stat().st_size))
     return path
 
 
 def test_bundled_model_is_the_fallback_when_the_cache_is_empty(random_bundle: Path, tmp_path: Path):
-    assert cached_models(tmp_path / "empty-cache") == {NAME: random_bundle}
+    present = [entry.name for entry in entries("restoration") if is_present(entry, tmp_path / "empty-cache")]
+    assert present == [NAME] and local_path(CATALOGUE[NAME]) == random_bundle
     choice = choose_model(None, cache_dir=str(tmp_path / "empty-cache"))
     assert choice.name == NAME and choice.input_size == 256
     assert "bundled default model" in choice.reason and "GFPGANv1.4.pth" in choice.reason
@@ -53,7 +55,7 @@ def test_bundled_model_is_the_fallback_when_the_cache_is_empty(random_bundle: Pa
 def test_official_model_in_the_cache_wins_over_the_bundled_one(random_bundle: Path, tmp_path: Path, reference_dir: Path,
                                                                monkeypatch):
     config = json.loads((reference_dir / "index.json").read_text())["configs"]["GFPGANv1Clean_small"]
-    monkeypatch.setitem(MODELS, "gfpgan-1.3", replace(MODELS["gfpgan-1.3"], sha256=None, size=None, kwargs=config["kwargs"]))
+    monkeypatch.setitem(CATALOGUE, "gfpgan-1.3", replace(CATALOGUE["gfpgan-1.3"], sha256=None, size=None))
     cache = tmp_path / "cache"
     (cache / "weights").mkdir(parents=True)
     shutil.copy(reference_dir / config["ckpt"], cache / "weights" / "GFPGANv1.3.pth")
@@ -67,10 +69,10 @@ def test_bundled_file_missing_or_altered_is_a_one_line_error(random_bundle: Path
     data[-1] ^= 0xFF
     random_bundle.write_bytes(bytes(data))
     with pytest.raises(WeightsUnavailableError, match=r"does not match its SHA-256 .*reinstall"):
-        fetch_registered(MODELS[NAME])
+        fetch_weights(CATALOGUE[NAME])
     random_bundle.unlink()
     with pytest.raises(WeightsUnavailableError, match="missing from this installation"):
-        fetch_registered(MODELS[NAME])
+        fetch_weights(CATALOGUE[NAME])
     with pytest.raises(NoModelError, match=r"GFPGANv1\.4\.pth"):
         choose_model(None, cache_dir=str(tmp_path / "empty-cache"))
 
@@ -93,13 +95,13 @@ def test_restorer_aligns_faces_to_the_bundled_template(random_bundle: Path, tmp_
 # The file that ships
 
 
-def test_shipped_file_matches_its_registry_entry():
-    entry = MODELS[NAME]
-    path = registered_path(entry)
+def test_shipped_file_matches_its_catalogue_entry():
+    entry = CATALOGUE[NAME]
+    path = local_path(entry)
     if not path.is_file():
         pytest.fail(f"{path}: the bundled model is missing from the checkout")
     assert entry.sha256 is not None and entry.size is not None
-    assert fetch_registered(entry) == path  # size and SHA-256 checked
+    assert fetch_weights(entry) == path  # size and SHA-256 checked
     assert path.stat().st_size < 40 * 2**20
 
 
@@ -107,9 +109,10 @@ def test_shipped_model_has_its_decoder_noise_off():
     """From version 4 on the decoder's noise strengths ship as zero (docs/default_model.md): the
     restored face must not depend on the stored noise buffers (they put one fixed mottled pattern
     on every face)."""
-    entry = MODELS[NAME]
-    state = load_safetensors(registered_path(entry))
-    model = create_model(entry.arch, **entry.kwargs).eval()
+    entry = CATALOGUE[NAME]
+    state = load_safetensors(local_path(entry))
+    arch, options = infer_architecture(state)
+    model = create_model(arch, **options).eval()
     model.load_state_dict({k: v.float() for k, v in state.items()})
     noises = [buffer for name, buffer in model.named_buffers() if name.startswith("stylegan_decoder.noises.")]
     strengths = {k: v for k, v in state.items() if DECODER_NOISE_STRENGTH.match(k)}
@@ -130,7 +133,7 @@ def test_restore_on_an_offline_machine_uses_the_bundled_model(tmp_path: Path, mo
     copied into the fresh weight cache as the first run would have downloaded them)."""
     from faceprior.cli import main
     from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
-    from faceprior.image_io import read_image
+    from faceprior.imaging.io import read_image
     from faceprior.weights import store
 
     try:

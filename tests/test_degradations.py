@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceprior.image_io import read_image, write_image
+from faceprior.imaging.io import read_image, write_image
+from faceprior.imaging.resize import resize_bilinear
 from faceprior.metrics.psnr_ssim import psnr
 from faceprior.training.degradations import (
     DegradationConfig,
@@ -34,7 +35,6 @@ from faceprior.training.degradations import (
     jpeg_roundtrip,
     read_float_image,
     reflect_101_indices,
-    resize_bilinear,
     rgb_to_hsv,
     sample_degradation,
     save_degradation_grid,

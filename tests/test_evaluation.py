@@ -29,15 +29,15 @@ from faceprior.evaluation.runner import (
     evaluate,
     find_pairs,
     parse_metric_names,
-    resize_bilinear_to,
     subsample,
 )
 from faceprior.evaluation.testset import SyntheticTestSetError, make_testset
-from faceprior.face.background import upscale_lanczos
-from faceprior.image_io import gray_as_rgb, looks_gray, read_image, write_image
+from faceprior.imaging.io import read_image, write_image
+from faceprior.imaging.pixels import gray_as_rgb, looks_gray
+from faceprior.imaging.resize import resize_bilinear_to, upscale_lanczos
 from faceprior.metrics.psnr_ssim import psnr, ssim
 from faceprior.models import create_model
-from faceprior.restorer import FaceRestorer
+from faceprior.restoration.restorer import FaceRestorer
 from faceprior.training.config import TrainConfig, config_from_dict
 from faceprior.training.degradations import DegradationParams, apply_degradation, read_float_image
 
@@ -296,7 +296,7 @@ def _tiny_base_config(train_dir: Path, out_dir: Path, **losses) -> TrainConfig:
 
 
 def test_disable_sft_makes_the_output_independent_of_the_condition_branches(reference_dir):
-    from faceprior.weights.loading import load_model
+    from faceprior.models.loading import load_model
 
     model = load_model(str(reference_dir / SMALL_CKPT))
     x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_utils import load_reference_model
 
-from faceprior.inference import (FastGFPGAN, UnsupportedModelError, cpu_flags, default_dtype,
-                                 native_bf16_available, optimize)
-from faceprior.inference import fast_gfpgan
+from faceprior.hardware import cpu_flags, default_dtype, native_bf16_available
+from faceprior.inference import FastGFPGAN, UnsupportedModelError, fast_gfpgan, optimize
 from faceprior.inference.fast_gfpgan import CompiledGFPGAN, clean_state_dict
 from faceprior.models import GFPGANBilinear, GFPGANv1, GFPGANv1Clean
-from reference_utils import load_reference_model
 
 TOLERANCE = 1e-4
 CONFIGS = [("GFPGANv1Clean_small", GFPGANv1Clean), ("GFPGANv1Clean_small_fullsft", GFPGANv1Clean),
@@ -111,9 +110,9 @@ def test_every_workspace_buffer_is_handed_back_so_memory_stays_flat(reference_di
     """With every feature map pooled (threshold 0, as the 512 px layers are at full size), a call
     leaves no buffer in use and repeated calls reuse the same blocks (a missed hand-back grew RSS by
     32 MiB per full-size face)."""
-    from faceprior.inference import fast_gfpgan
+    from faceprior.inference import ops
 
-    monkeypatch.setattr(fast_gfpgan, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(ops, "POOL_MIN_BYTES", 0)
     model, ref = load_reference_model(reference_dir, "GFPGANv1Clean_small", GFPGANv1Clean)
     fast = optimize(model)
     sizes = []
@@ -223,7 +222,7 @@ def test_compiled_module_falls_back_to_eager_with_one_warning(reference_dir: Pat
 @pytest.mark.parametrize("shape", [(1, 8, 6, 10), (1, 5, 12, 7), (2, 4, 8, 8), (1, 3, 2, 4)])
 def test_parallel_upsampling_equals_interpolate(threads, shape):
     """upsample_into (row bands on several threads, seams recomputed) is exactly F.interpolate x2."""
-    from faceprior.inference.fast_gfpgan import upsample_into
+    from faceprior.inference.ops import upsample_into
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

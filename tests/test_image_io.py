@@ -13,28 +13,23 @@ import pytest
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageOps, features  # noqa: E402
 
-from faceprior import image_io  # noqa: E402
-from faceprior.image_io import (  # noqa: E402
-    ImageReadError,
-    ImageWriteError,
-    apply_exif_orientation,
-    convert_bit_depth,
-    read_image,
-    to_rgb_array,
-    write_image,
-)
+from faceprior import paths  # noqa: E402
+from faceprior.imaging import io as image_io  # noqa: E402
+from faceprior.imaging import pixels  # noqa: E402
+from faceprior.imaging.io import ImageReadError, ImageWriteError, apply_exif_orientation, read_image, write_image
+from faceprior.imaging.pixels import convert_bit_depth, to_rgb_array
 
 
 def smooth_rgb(height: int = 48, width: int = 64, dtype=np.uint8) -> np.ndarray:
     """A smooth colour image [H, W, 3] (JPEG-friendly) in the full range of ``dtype``."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float64)
     image = np.stack([x / (width - 1), y / (height - 1), 0.5 + 0.4 * np.sin(x / 9.0 + y / 13.0)], axis=2)
-    return image_io.from_float01(image, dtype)
+    return pixels.from_float01(image, dtype)
 
 
 def random_image(shape, dtype, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, int(image_io.dtype_max(dtype)) + 1, size=shape).astype(dtype)
+    return rng.integers(0, int(pixels.dtype_max(dtype)) + 1, size=shape).astype(dtype)
 
 
 def assert_one_line_error(error: Exception, path: Path) -> None:
@@ -338,7 +333,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
     def failing_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(image_io.os, "fsync", failing_fsync)
+    monkeypatch.setattr(paths.os, "fsync", failing_fsync)
     with pytest.raises(ImageWriteError, match="No space left") as info:
         write_image(path, random_image((8, 8, 3), np.uint8, seed=2), overwrite=True)
     assert_one_line_error(info.value, path)

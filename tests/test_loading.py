@@ -12,16 +12,12 @@ import torch
 
 import faceprior
 from faceprior.models import ARCHITECTURES, create_model
+from faceprior.models.architecture import ArchitectureError
+from faceprior.models.gfpgan_bilinear import bilinear_to_clean_state_dict
+from faceprior.models.loading import infer_architecture, load_model, load_state_dict_strict
 from faceprior.weights import store
+from faceprior.weights.catalogue import CATALOGUE, entries
 from faceprior.weights.checkpoint import read_state_dict, save_state_dict
-from faceprior.weights.loading import (
-    ArchitectureError,
-    bilinear_to_clean_state_dict,
-    infer_architecture,
-    load_model,
-    load_state_dict_strict,
-)
-from faceprior.weights.registry import MODELS
 
 # Constructor arguments that leave no trace in a state dict (they only set requires_grad / load a file).
 IRRELEVANT = ("decoder_load_path", "fix_decoder")
@@ -62,7 +58,7 @@ def test_every_reference_checkpoint_loads_with_the_stored_kwargs(reference_dir: 
         assert arch == cls_name, name
         assert _comparable(inferred) == _comparable(kwargs), name
         model = load_model(path)
-        assert type(model) is ARCHITECTURES[cls_name] and not model.training
+        assert type(model) is ARCHITECTURES[cls_name].network and not model.training
         loaded = model.state_dict()
         for key, value in state_dict.items():
             assert torch.equal(loaded[key], value.to(loaded[key].dtype)), (name, key)
@@ -175,14 +171,19 @@ def test_rrdbnet_variants(scale: int):
     assert infer_architecture(_meta_state_dict("RRDBNet", **kwargs)) == ("RRDBNet", kwargs)
 
 
-def test_registry_kwargs_match_the_full_size_manifests(reference_dir: Path):
-    for entry in (entry for entry in MODELS.values() if not entry.bundled):  # the official releases
+def test_catalogue_architectures_match_the_full_size_manifests(reference_dir: Path):
+    """Every official GFP-GAN release in the catalogue: the released configuration (the manifest's kwargs)
+    builds exactly the manifest's keys and shapes, in order, and is recognised back from them."""
+    official = [entry for entry in entries("restoration") if entry.arch and entry.arch.startswith("GFPGAN") and not entry.bundled]
+    assert official
+    for entry in official:
         manifest = json.loads((reference_dir / "manifests" / f"{entry.arch}.json").read_text())
-        built = _meta_state_dict(entry.arch, **entry.kwargs)
+        kwargs = manifest["kwargs"]
+        built = _meta_state_dict(entry.arch, **kwargs)
         assert [(k, list(v.shape)) for k, v in built.items()] == [(e[0], e[1]) for e in manifest["entries"]], entry.name
         arch, inferred = infer_architecture(built)
         assert arch == entry.arch
-        assert {k: inferred[k] for k in entry.kwargs} == dict(entry.kwargs), entry.name
+        assert {k: inferred[k] for k in kwargs} == {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}, entry.name
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,28 +258,26 @@ def test_registered_name_offline_says_where_to_put_the_file(offline_cache: Path)
     with pytest.raises(store.WeightsUnavailableError) as error:
         faceprior.load_model("gfpgan-1.4")
     message = str(error.value)
-    assert str(offline_cache / "GFPGANv1.4.pth") in message and MODELS["gfpgan-1.4"].url in message and "\n" not in message
+    assert str(offline_cache / "GFPGANv1.4.pth") in message and CATALOGUE["gfpgan-1.4"].url in message and "\n" not in message
 
 
 def test_registered_name_uses_the_cached_file_and_its_checksum(offline_cache: Path, reference_dir: Path, monkeypatch):
     index = json.loads((reference_dir / "index.json").read_text())
     config = index["configs"]["GFPGANv1Clean_small"]
     entry = replace(
-        MODELS["gfpgan-1.4"],
+        CATALOGUE["gfpgan-1.4"],
         name="tiny",
         filename="tiny.pth",
-        url="https://example.invalid/tiny.pth",
+        urls=("https://example.invalid/tiny.pth",),
         sha256=config["ckpt_sha256"],
         size=config["ckpt_bytes"],
-        kwargs={k: v for k, v in config["kwargs"].items()},
-        mirrors=(),
     )
-    monkeypatch.setitem(MODELS, "tiny", entry)
+    monkeypatch.setitem(CATALOGUE, "tiny", entry)
     offline_cache.mkdir(parents=True)
     shutil.copy(reference_dir / config["ckpt"], offline_cache / "tiny.pth")
     model = faceprior.load_model("tiny")
     assert type(model).__name__ == "GFPGANv1Clean" and not model.training
-    monkeypatch.setitem(MODELS, "tiny", replace(entry, sha256="0" * 64))
+    monkeypatch.setitem(CATALOGUE, "tiny", replace(entry, sha256="0" * 64))
     with pytest.raises(store.ChecksumMismatchError):
         faceprior.load_model("tiny")
 

@@ -8,17 +8,32 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceprior.models.arcface import ResNetArcFace
+from faceprior.models.arcface import ResNetArcFace, gray_resize_for_identity
 from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator
 from faceprior.models.vgg import VGG19Features
-from faceprior.training.losses import (COMPONENTS, GFPGAN_PERCEPTUAL_LAYER_WEIGHTS, LossWeights, PerceptualLoss,
-                                       component_crop_settings, component_discriminator_losses,
-                                       component_generator_losses, component_l1_loss, component_rois,
-                                       crop_facial_components,
-                                       gan_loss_vanilla, gan_loss_wgan_softplus, gram_matrix,
-                                       gray_resize_for_identity, identity_loss, image_pyramid, l1_loss,
-                                       lazy_path_length_loss, lazy_r1_loss, path_length_penalty, pyramid_l1_loss,
-                                       r1_penalty)
+from faceprior.training.losses import (
+    COMPONENTS,
+    GFPGAN_PERCEPTUAL_LAYER_WEIGHTS,
+    LossWeights,
+    PerceptualLoss,
+    component_crop_settings,
+    component_discriminator_losses,
+    component_generator_losses,
+    component_l1_loss,
+    component_rois,
+    crop_facial_components,
+    gan_loss_vanilla,
+    gan_loss_wgan_softplus,
+    gram_matrix,
+    identity_loss,
+    image_pyramid,
+    l1_loss,
+    lazy_path_length_loss,
+    lazy_r1_loss,
+    path_length_penalty,
+    pyramid_l1_loss,
+    r1_penalty,
+)
 from faceprior.training.roi_align import roi_align
 
 # ----------------------------------------------------------------------------------------------

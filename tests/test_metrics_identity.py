@@ -4,6 +4,7 @@ faces) and LMD with the MTCNN detector; plus the uniform unavailability reportin
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from faceprior.metrics.identity import (
 )
 from faceprior.metrics.landmarks import landmark_distance, load_landmark_detector
 from faceprior.models.arcface import ResNetArcFace
+from faceprior.weights import catalogue
+from faceprior.weights.store import sha256_of_file
 
 
 def test_angle_and_cosine_hand_values():
@@ -64,7 +67,12 @@ def test_arcface_loader_reads_a_checkpoint_from_the_store(tmp_path, arcface, mon
     model, reason = try_load(load_arcface_identity, cache_dir=tmp_path)
     assert model is None and "arcface_resnet18.pth" in reason and str(tmp_path / "weights") in reason
     (tmp_path / "weights").mkdir()
-    torch.save({"params": arcface.state_dict()}, tmp_path / "weights" / "arcface_resnet18.pth")
+    placed = tmp_path / "weights" / "arcface_resnet18.pth"
+    torch.save({"params": arcface.state_dict()}, placed)
+    with pytest.raises(MetricUnavailable, match="has SHA-256"):  # not the released file
+        load_arcface_identity(cache_dir=tmp_path)
+    entry = catalogue.CATALOGUE["arcface-resnet18"]
+    monkeypatch.setitem(catalogue.CATALOGUE, entry.name, replace(entry, sha256=sha256_of_file(placed)))
     loaded = load_arcface_identity(cache_dir=tmp_path)
     assert not loaded.training
     for key, value in arcface.state_dict().items():
@@ -133,12 +141,12 @@ def test_landmark_distance_on_real_faces(detector, faces):
     assert landmark_distance(face, noise, detector) is None
 
 
-def test_landmark_loader_unavailable_offline(tmp_path, monkeypatch):
+def test_landmark_loader_works_offline_from_the_bundled_weights(tmp_path, monkeypatch):
+    """LMD's detector is the bundled MTCNN: offline, with an empty cache, it loads; with its files
+    altered it is unavailable with a one-line reason."""
     monkeypatch.setenv("FACEPRIOR_OFFLINE", "1")
-    monkeypatch.setattr("faceprior.face.mtcnn.extract_from_wheel", _no_wheel)
-    with pytest.raises(MetricUnavailable, match=r"^LMD: .*pnet\.pt.*into"):
-        load_landmark_detector(cache_dir=tmp_path)
-
-
-def _no_wheel(*args, **kwargs):
-    raise AssertionError("must not download in this test")
+    monkeypatch.setenv("FACEPRIOR_HOME", str(tmp_path / "empty-cache"))
+    assert load_landmark_detector() is not None
+    monkeypatch.setattr(catalogue, "BUNDLED_DIR", tmp_path / "no-bundle")
+    with pytest.raises(MetricUnavailable, match=r"^LMD: .*pnet\.pt.*reinstall"):
+        load_landmark_detector()

@@ -11,7 +11,6 @@ import torch
 from faceprior.metrics.availability import MetricUnavailable, try_load
 from faceprior.metrics.lpips import (
     LPIPS,
-    LPIPS_LINEAR_SHA256,
     LPIPS_TAPS,
     load_lpips,
     load_lpips_linear_weights,
@@ -19,6 +18,7 @@ from faceprior.metrics.lpips import (
     lpips_linear_weights_path,
 )
 from faceprior.models.alexnet import AlexNetFeatures, load_alexnet_weights
+from faceprior.weights.catalogue import get_entry
 from faceprior.weights.store import sha256_of_file
 
 # torchvision alexnet().features parameters and the lpips package's linear-head keys, in order.
@@ -142,12 +142,12 @@ def test_alexnet_loads_a_torchvision_format_file(tmp_path):
         assert torch.equal(target.state_dict()[key], value)
 
 
-def test_backbone_with_wrong_checksum_prefix_is_rejected(tmp_path, monkeypatch):
+def test_backbone_with_wrong_checksum_is_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEPRIOR_OFFLINE", "1")
     (tmp_path / "weights").mkdir()
     torch.save({f"features.{k}": v for k, v in AlexNetFeatures().features.state_dict().items()},
                tmp_path / "weights" / "alexnet-owt-7be5be79.pth")
-    with pytest.raises(MetricUnavailable, match="expected one starting with 7be5be79"):
+    with pytest.raises(MetricUnavailable, match=r"alexnet-owt-7be5be79\.pth has \d+ bytes, expected"):
         load_lpips("alex", cache_dir=tmp_path)
 
 
@@ -172,7 +172,7 @@ def published_heads():
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_published_linear_heads_load_strictly(published_heads, net):
     path = published_heads[net]
-    assert sha256_of_file(path) == LPIPS_LINEAR_SHA256[net]
+    assert sha256_of_file(path) == get_entry(f"lpips-{net}").sha256
     model = LPIPS(net)
     load_lpips_linear_weights(model, path)
     weights = [head.model[1].weight for head in model.heads]

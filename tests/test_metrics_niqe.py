@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceprior.metrics import niqe as niqe_module
 from faceprior.metrics.color import ImageInputError
 from faceprior.metrics.niqe import (
     NiqeParams,
@@ -27,7 +28,6 @@ from faceprior.metrics.niqe import (
     niqe_params_path,
     save_niqe_params,
 )
-from faceprior.metrics import niqe as niqe_module
 from faceprior.weights import pypi_wheel
 from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
 

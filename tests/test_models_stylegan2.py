@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from faceprior.models.stylegan2 import (EqualLinear, StyleGAN2Discriminator, StyleGAN2Generator, minibatch_stddev,
-                                        modulate_weight)
-from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
-
 from reference_utils import check_manifest, check_official_init, load_reference_model, max_abs_diff
+
+from faceprior.models.stylegan2 import EqualLinear, StyleGAN2Discriminator, StyleGAN2Generator, minibatch_stddev, modulate_weight
+from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
 
 ATOL = 1e-4  # README: about 6x the largest legitimate fp32 difference
 CLEAN_ATOL = 2e-5  # README: enough for the clean configs (official fp32 vs fp64 differ by ~4e-6)

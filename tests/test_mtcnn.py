@@ -1,7 +1,7 @@
-"""MTCNN face detector: weight files, crops, the cascade on real photos, weight acquisition.
+"""MTCNN face detector: weight files, crops, the cascade on real photos, the bundled weights.
 
-The real-photo tests need ../shared/data (``data_dir`` fixture) and the MTCNN weights, which
-``mtcnn_weights_dir()`` takes from the cache or downloads (skipped with the reason if offline).
+The real-photo tests need ../shared/data (``data_dir`` fixture). The MTCNN weights ship inside the
+package (``mtcnn_weights_dir()``), so nothing here needs a network.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from faceprior.face import mtcnn as mtcnn_module
 from faceprior.face.mtcnn import (
     MTCNN,
-    MTCNN_SHA256,
+    MTCNN_CATALOGUE_NAMES,
     MTCNN_WEIGHT_FILES,
     MTCNNWeightsError,
     ONet,
@@ -29,8 +28,9 @@ from faceprior.face.mtcnn import (
     pyramid_scales,
 )
 from faceprior.face.templates import FFHQ_TEMPLATE_512
-from faceprior.weights import pypi_wheel
-from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
+from faceprior.weights import catalogue, pypi_wheel
+from faceprior.weights.catalogue import CATALOGUE
+from faceprior.weights.store import sha256_of_file
 
 # Hand-labelled faces: the approximate centre (x, y) of every clearly visible, roughly frontal
 # face, read off the photos by eye (realworld-whole/<path>). 35 faces in 7 photos.
@@ -54,11 +54,8 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def mtcnn_dir() -> Path:
-    """The three weight files, from the cache or downloaded once (upstream, else the wheel)."""
-    try:
-        return mtcnn_weights_dir()
-    except WeightsUnavailableError as error:
-        pytest.skip(f"MTCNN weights not cached and not downloadable (offline?): {error}")
+    """The three weight files shipped inside the package."""
+    return mtcnn_weights_dir()
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +68,7 @@ def detector(mtcnn_dir: Path) -> MTCNN:
 
 def test_weight_files_are_plain_state_dicts_matching_the_networks(mtcnn_dir):
     for name, network in zip(MTCNN_WEIGHT_FILES, (PNet(), RNet(), ONet())):
-        assert sha256_of_file(mtcnn_dir / name) == MTCNN_SHA256[name]
+        assert sha256_of_file(mtcnn_dir / name) == CATALOGUE[MTCNN_CATALOGUE_NAMES[name]].sha256
         state = torch.load(mtcnn_dir / name, map_location="cpu", weights_only=True)
         expected = network.state_dict()
         assert list(state) == list(expected)
@@ -274,41 +271,34 @@ def test_bad_input_is_a_one_line_error(detector):
 # ---- weight acquisition ------------------------------------------------------------------
 
 
-def test_weights_dir_uses_verified_cache_offline(tmp_path, monkeypatch, mtcnn_dir):
-    monkeypatch.setenv("FACEPRIOR_OFFLINE", "1")
-    folder = tmp_path / "weights" / "mtcnn"
-    folder.mkdir(parents=True)
+def test_weights_ship_inside_the_package_with_their_licence(mtcnn_dir):
+    """Offline restoring needs no download: the three files (MIT, facenet-pytorch 2.6.0) are package
+    data next to their licence, and each is checked against its catalogue entry."""
+    assert mtcnn_dir == catalogue.BUNDLED_DIR / "mtcnn"
+    assert "MIT License" in (mtcnn_dir / "LICENSE.md").read_text()
     for name in MTCNN_WEIGHT_FILES:
-        (folder / name).write_bytes((mtcnn_dir / name).read_bytes())
-    assert mtcnn_weights_dir(cache_dir=tmp_path) == folder
-    # A corrupted file is not used, and offline nothing else can be tried.
-    (folder / "pnet.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(MTCNNWeightsError, match="could not obtain the MTCNN weights") as error:
-        mtcnn_weights_dir(cache_dir=tmp_path)
-    message = str(error.value)
-    assert "\n" not in message and "FACEPRIOR_OFFLINE" in message and str(folder) in message
+        entry = CATALOGUE[MTCNN_CATALOGUE_NAMES[name]]
+        assert entry.bundled and entry.kind == "detector" and entry.license.startswith("MIT")
+        assert (mtcnn_dir / name).stat().st_size == entry.size
 
 
-def test_weights_dir_falls_back_to_the_wheel(tmp_path, monkeypatch, mtcnn_dir):
-    """Upstream download fails -> the wheel step runs; pip is replaced by a local fake wheel."""
-    wheel = tmp_path / "facenet_pytorch-2.6.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for name in MTCNN_WEIGHT_FILES:
-            archive.writestr(f"facenet_pytorch/data/{name}", (mtcnn_dir / name).read_bytes())
-
-    def fake_upstream(folder):
-        raise WeightsUnavailableError("pnet.pt is not in the cache and could not be obtained (no network)")
-
-    def fake_download(package, version, dest_dir):
-        assert (package, version) == ("facenet-pytorch", "2.6.0")
-        return wheel
-
-    monkeypatch.setattr(mtcnn_module, "_fetch_from_upstream", fake_upstream)
-    monkeypatch.setattr(pypi_wheel, "download_wheel", fake_download)
-    monkeypatch.delenv("FACEPRIOR_OFFLINE", raising=False)
-    folder = mtcnn_weights_dir(cache_dir=tmp_path / "cache")
-    assert sorted(path.name for path in folder.glob("*.pt")) == sorted(MTCNN_WEIGHT_FILES)
-    assert all(sha256_of_file(folder / name) == MTCNN_SHA256[name] for name in MTCNN_WEIGHT_FILES)
+def test_altered_or_missing_bundled_weights_are_a_one_line_error(tmp_path, monkeypatch, mtcnn_dir):
+    bundle = tmp_path / "data"
+    (bundle / "mtcnn").mkdir(parents=True)
+    for name in MTCNN_WEIGHT_FILES:
+        (bundle / "mtcnn" / name).write_bytes((mtcnn_dir / name).read_bytes())
+    monkeypatch.setattr(catalogue, "BUNDLED_DIR", bundle)
+    assert mtcnn_weights_dir() == bundle / "mtcnn"
+    data = bytearray((bundle / "mtcnn" / "rnet.pt").read_bytes())
+    data[100] ^= 0xFF
+    (bundle / "mtcnn" / "rnet.pt").write_bytes(bytes(data))
+    with pytest.raises(MTCNNWeightsError, match=r"rnet\.pt .*does not match its SHA-256 .*reinstall") as error:
+        mtcnn_weights_dir()
+    assert "\n" not in str(error.value)
+    (bundle / "mtcnn" / "onet.pt").unlink()
+    (bundle / "mtcnn" / "rnet.pt").write_bytes((mtcnn_dir / "rnet.pt").read_bytes())
+    with pytest.raises(MTCNNWeightsError, match="missing from this installation"):
+        mtcnn_weights_dir()
 
 
 def test_extract_members_checks_sha256_before_writing(tmp_path):

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from faceprior.inference.onnx_export import ExportError, add_export_command, export_onnx, onnx_session
-from faceprior.models import GFPGANBilinear, GFPGANv1, GFPGANv1Clean
 from reference_utils import load_reference_model
+
+from faceprior.cli.models import add_export_command
+from faceprior.inference.onnx_export import ExportError, export_onnx, onnx_session
+from faceprior.models import GFPGANBilinear, GFPGANv1, GFPGANv1Clean
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -63,7 +64,7 @@ def test_export_check_and_errors(reference_dir: Path, tmp_path: Path):
 
 
 def test_export_command(reference_dir: Path, tmp_path: Path, capsys):
-    from faceprior.cli import CommandError
+    from faceprior.cli.common import CommandError
 
     parser = argparse.ArgumentParser(prog="faceprior")
     add_export_command(parser.add_subparsers(dest="command", required=True))

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from faceprior.face.align import align_face, warp_affine
-from faceprior.face.background import LanczosUpsampler, NetworkUpsampler, Upsampler, upscale_lanczos
 from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
+from faceprior.imaging.resize import upscale_lanczos
+from faceprior.restoration.upsampling import LanczosUpsampler, NetworkUpsampler, Upsampler
 
 
 def smooth_photo(height: int = 300, width: int = 400) -> np.ndarray:

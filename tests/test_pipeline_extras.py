@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,14 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import faceprior.face.parsing as parsing
-import faceprior.weights.loading as loading
 from faceprior.cli import build_parser
-from faceprior.face.background import (
-    REALESRGAN_X2PLUS_URL,
-    LanczosUpsampler,
-    NetworkUpsampler,
-    upscale_lanczos,
-)
 from faceprior.face.parsing import (
     PARSENET_CLASSES,
     PASTE_MASK_BORDER,
@@ -31,8 +25,13 @@ from faceprior.face.parsing import (
 )
 from faceprior.face.paste import face_mask
 from faceprior.face.templates import FFHQ_TEMPLATE_512
+from faceprior.imaging.resize import upscale_lanczos
 from faceprior.models.rrdbnet import RRDBNet, upsample_tiled
-from faceprior.restorer import FaceRestorer, make_upsampler
+from faceprior.restoration import restorer as restorer_module
+from faceprior.restoration.restorer import FaceRestorer
+from faceprior.restoration.upsampling import LanczosUpsampler, NetworkUpsampler, make_upsampler
+from faceprior.weights import store
+from faceprior.weights.catalogue import CATALOGUE
 
 
 @pytest.fixture(scope="module")
@@ -162,20 +161,19 @@ def test_parsing_masker_random_parsenet_range_border_and_batches():
 
 
 def test_make_parsing_masker_fetches_facexlib_parsenet(tmp_path, monkeypatch):
+    """The catalogue's ParseNet file, taken from a mirror folder into the weight cache (random weights
+    stand in for the release; the entry is pinned to them)."""
     torch.manual_seed(0)
     weights = ParseNet().state_dict()
-    path = tmp_path / "parsing_parsenet.pth"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    path = mirror / "parsing_parsenet.pth"
     torch.save(weights, path)
-    calls = []
-
-    def fake_fetch(url, filename=None, cache_dir=None, **kwargs):
-        calls.append((url, filename, cache_dir))
-        return path
-
-    monkeypatch.setattr(parsing, "fetch", fake_fetch)
-    masker = make_parsing_masker("parsenet", cache_dir="some-cache")
-    assert calls == [("https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
-                      "parsing_parsenet.pth", "some-cache")]
+    entry = CATALOGUE["parsenet"]
+    assert entry.url == "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth"
+    monkeypatch.setitem(CATALOGUE, "parsenet", replace(entry, sha256=store.sha256_of_file(path), size=path.stat().st_size))
+    monkeypatch.setenv(store.ENV_MIRROR, str(mirror))
+    masker = make_parsing_masker("parsenet", cache_dir=str(tmp_path / "cache"))
     assert isinstance(masker.model, ParseNet) and not masker.model.training
     torch.testing.assert_close(masker.model.out_mask_conv.conv2d.weight, weights["out_mask_conv.conv2d.weight"])
     with pytest.raises(ValueError, match="unknown face parser 'segformer'"):
@@ -204,7 +202,7 @@ def test_restorer_pastes_with_the_face_masker(small_checkpoint, monkeypatch):
     assert np.any(default != image)
 
     # A name builds the parser through make_parsing_masker.
-    monkeypatch.setattr(parsing, "make_parsing_masker", lambda network, device, cache_dir: ("masker", network))
+    monkeypatch.setattr(restorer_module, "make_parsing_masker", lambda network, device, cache_dir: ("masker", network))
     named = FaceRestorer(model=str(small_checkpoint), detector=detector, face_masker="parsenet")
     assert named.face_masker == ("masker", "parsenet")
 
@@ -253,20 +251,19 @@ def test_restorer_with_a_network_upsampler(small_checkpoint):
 
 
 def test_make_upsampler_loads_realesrgan_x2plus(tmp_path, monkeypatch):
+    """The catalogue's Real-ESRGAN x2 file, taken from a mirror folder into the weight cache (random
+    weights of the x2plus architecture stand in for the release; the entry is pinned to them)."""
     torch.manual_seed(0)
     weights = RRDBNet(scale=2).state_dict()  # the x2plus architecture
-    path = tmp_path / "RealESRGAN_x2plus.pth"
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    path = mirror / "RealESRGAN_x2plus.pth"
     torch.save({"params": weights}, path)  # no params_ema: the loader falls back to params
-    calls = []
-
-    def fake_fetch(url, progress=True, cache_dir=None, **kwargs):
-        calls.append((url, cache_dir))
-        return path
-
-    monkeypatch.setattr(loading, "fetch", fake_fetch)
-    upsampler = make_upsampler("realesrgan", tile=64, cache_dir=str(tmp_path))
-    assert calls == [(REALESRGAN_X2PLUS_URL, str(tmp_path))]
-    assert REALESRGAN_X2PLUS_URL.endswith("/v0.2.1/RealESRGAN_x2plus.pth")
+    entry = CATALOGUE["realesrgan-x2plus"]
+    assert entry.url.endswith("/v0.2.1/RealESRGAN_x2plus.pth") and entry.arch == "RRDBNet"
+    monkeypatch.setitem(CATALOGUE, entry.name, replace(entry, sha256=store.sha256_of_file(path), size=path.stat().st_size))
+    monkeypatch.setenv(store.ENV_MIRROR, str(mirror))
+    upsampler = make_upsampler("realesrgan", tile=64, cache_dir=str(tmp_path / "cache"))
     assert isinstance(upsampler, NetworkUpsampler) and isinstance(upsampler.model, RRDBNet)
     assert (upsampler.model_scale, upsampler.tile_size, upsampler.tile_pad) == (2, 64, 10)
     assert upsampler.dtype == torch.float32 and len(upsampler.model.body) == 23

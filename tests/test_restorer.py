@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from faceprior.face.paste import face_mask, face_to_image_matrix
 from faceprior.face.align import warp_affine
+from faceprior.face.paste import face_mask, face_to_image_matrix
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
-from faceprior.restorer import FaceRestorer, NoModelError, choose_model, select_faces
-from faceprior.weights import registry
-from faceprior.weights.loading import load_model
+from faceprior.models.loading import load_model
+from faceprior.restoration.restorer import FaceRestorer, NoModelError, choose_model, select_faces
+from faceprior.weights import catalogue
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_select_faces_filters():
 
 
 def test_no_model_error_names_the_file_to_put_where(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "BUNDLED_DIR", tmp_path / "no-bundled-model")
+    monkeypatch.setattr(catalogue, "BUNDLED_DIR", tmp_path / "no-bundled-model")
     with pytest.raises(NoModelError, match=r"GFPGANv1\.4\.pth .*at .*weights"):
         choose_model(None, cache_dir=str(tmp_path))
 
@@ -192,7 +192,7 @@ def test_named_template_for_a_checkpoint_file_and_instead_of_a_registered_ones_o
 
 
 def test_black_and_white_photo_stored_as_rgb_gets_grey_faces(small_checkpoint):
-    from faceprior.image_io import looks_gray
+    from faceprior.imaging.pixels import looks_gray
 
     rng = np.random.default_rng(5)
     grey = rng.integers(0, 256, (300, 400), dtype=np.uint8)
@@ -227,8 +227,8 @@ class CountingNetwork:
 def test_faces_of_several_photos_share_forwards_and_give_the_same_photos(small_checkpoint, tmp_path):
     """restore_many / restore_files batch faces across photos (batch_size 4: 2 + 1 + 2 faces ->
     forwards of 4 and 1) and give what restore gives photo by photo; a bad file among them fails alone."""
-    from faceprior import batch
-    from faceprior.image_io import read_image, write_image
+    from faceprior.imaging.io import read_image, write_image
+    from faceprior.restoration import batch
 
     rng = np.random.default_rng(3)
     photos = [rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(3)]

@@ -11,8 +11,8 @@ from PIL import Image
 
 from faceprior.models import GFPGANv1Clean
 from faceprior.models.gfpgan_clean import INPUT_GATE_INIT_BIAS
+from faceprior.models.loading import load_state_dict_strict
 from faceprior.weights.checkpoint import read_state_dict, save_state_dict
-from faceprior.weights.loading import load_state_dict_strict
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(out_size=32, num_style_feat=16, narrow=0.03125)

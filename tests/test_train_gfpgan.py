@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from train_helpers import REPO_ROOT, faces, flat_tensors, make_component_file, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 from faceprior.cli import main as cli_main
 from faceprior.models import create_model
 from faceprior.models.arcface import ResNetArcFace
+from faceprior.paths import TEMPORARY_PREFIX, TEMPORARY_SUFFIX
+from faceprior.training import distributed
 from faceprior.training.checkpointing import (
     find_latest_checkpoint,
     list_checkpoints,
@@ -25,7 +28,6 @@ from faceprior.training.checkpointing import (
     remove_stale_temporary_files,
     save_training_state,
 )
-from faceprior.training import distributed
 from faceprior.training.config import (
     OFFICIAL_EMA_DECAY,
     ConfigError,
@@ -40,8 +42,6 @@ from faceprior.training.loop import TrainingDivergedError, lr_factor
 from faceprior.training.losses import LossWeights
 from faceprior.training.train_gfpgan import GFPGANTrainer, train
 from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, save_state_dict
-
-from train_helpers import REPO_ROOT, faces, flat_tensors, make_component_file, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 pytest.importorskip("yaml")
 pytestmark = [pytest.mark.filterwarnings("ignore:.*RANDOMLY INITIALISED:UserWarning"),
@@ -311,7 +311,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
     assert found_path == path and found["iteration"] == 2 and torch.equal(found["modules"]["w"], torch.ones(1000))
 
     # A process killed mid-write leaves a temporary file: ignored, then cleaned up.
-    stale = out_dir / "checkpoints" / ".state_00000006.pth.abc.tmp"
+    stale = out_dir / "checkpoints" / f"{TEMPORARY_PREFIX}0123456789abcdef{TEMPORARY_SUFFIX}"
     stale.write_bytes(b"PK\x03\x04 partial")
     assert find_latest_checkpoint(out_dir)[0] == path
     assert remove_stale_temporary_files(out_dir) == [stale] and not stale.exists()

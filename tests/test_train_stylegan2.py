@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_helpers import faces, flat_tensors, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 from faceprior.cli import main as cli_main
-from faceprior.image_io import read_image
+from faceprior.imaging.io import read_image
 from faceprior.training.checkpointing import find_latest_checkpoint
 from faceprior.training.config import config_from_dict
 from faceprior.training.distributed import DistributedContext
@@ -17,8 +18,6 @@ from faceprior.training.logging import NullLogger, read_metrics
 from faceprior.training.train_gfpgan import GFPGANTrainer
 from faceprior.training.train_stylegan2 import train
 from faceprior.weights.checkpoint import read_checkpoint
-
-from train_helpers import faces, flat_tensors, one_thread, tiny_config  # noqa: F401 (fixtures)
 
 pytest.importorskip("yaml")
 pytestmark = pytest.mark.filterwarnings("ignore:.*component_boxes is not set:UserWarning")

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from faceprior.models.vgg import (VGG16Features, VGG19Features, load_vgg19_weights, load_vgg_weights,
-                                  vgg19_layer_names)
+from faceprior.models.architecture import ArchitectureError
+from faceprior.models.vgg import VGG16Features, VGG19Features, load_vgg19_weights, load_vgg_weights, vgg19_layer_names
 from faceprior.weights.checkpoint import CheckpointError
-from faceprior.weights.loading import ArchitectureError
 
 # torchvision vgg19().features: index of each conv, (out_channels, in_channels), layer name.
 VGG19_CONVS = [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceprior.image_io import write_image
+from faceprior.imaging.io import write_image
 from faceprior.training.config import TrainConfig, config_from_dict
 from faceprior.training.dataset import ComponentBoxes, ComponentBoxFile, save_component_boxes
 

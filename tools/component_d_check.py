@@ -25,9 +25,10 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
-from faceprior.image_io import read_image, to_float01  # noqa: E402
+from faceprior.imaging.io import read_image  # noqa: E402
+from faceprior.imaging.pixels import to_float01  # noqa: E402
 from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator  # noqa: E402
+from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.training.losses import COMPONENTS, component_discriminator_losses  # noqa: E402
 
 EYE_WINDOW = (slice(60, 100), slice(70, 110))  # rows, columns of the left eye at 256 px

@@ -23,9 +23,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.face.mtcnn import MTCNN  # noqa: E402
-from faceprior.image_io import ImageReadError, convert_bit_depth, read_image  # noqa: E402
+from faceprior.imaging.io import ImageReadError, read_image  # noqa: E402
+from faceprior.imaging.pixels import convert_bit_depth  # noqa: E402
+from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 
 
 def mean_landmarks(folder: Path, detector: MTCNN, limit: int | None, min_box: float) -> dict:

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
-from faceprior.image_io import read_image, to_float01  # noqa: E402
+from faceprior.imaging.io import read_image  # noqa: E402
+from faceprior.imaging.pixels import to_float01  # noqa: E402
 from faceprior.metrics.psnr_ssim import ssim_torch  # noqa: E402
-from faceprior.weights.loading import load_model  # noqa: E402
+from faceprior.models.loading import load_model  # noqa: E402
+from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 

@@ -22,11 +22,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.batch import IMAGE_SUFFIXES  # noqa: E402
-from faceprior.face.background import upscale_lanczos  # noqa: E402
 from faceprior.face.templates import TEMPLATES  # noqa: E402
-from faceprior.image_io import from_float01, read_image, to_float01, write_image  # noqa: E402
-from faceprior.restorer import FaceRestorer  # noqa: E402
+from faceprior.imaging.io import read_image, write_image  # noqa: E402
+from faceprior.imaging.pixels import from_float01, to_float01  # noqa: E402
+from faceprior.imaging.resize import upscale_lanczos  # noqa: E402
+from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
+from faceprior.restoration.restorer import FaceRestorer  # noqa: E402
 
 
 def tile(face: np.ndarray, size: int) -> np.ndarray:

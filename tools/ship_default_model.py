@@ -3,12 +3,12 @@
     python tools/ship_default_model.py /work/runs/gfpgan_256_cpu/models/net_g_00004000.pth \
         --config configs/gfpgan_clean_256_cpu.yaml --check-dir /work/runs/testset256/lq [--force]
 
-Loads the checkpoint's EMA weights (``params_ema``) into the network of the registry entry
-"faceprior-256" (strict: every key and shape must fit: its ``kwargs`` must be the config's), stores every floating-point tensor as
+Loads the checkpoint's EMA weights (``params_ema``) into the network they are recognised as (it must be
+the catalogue entry "faceprior-256"'s architecture), stores every floating-point tensor as
 float16 in ``faceprior/data/faceprior-256.safetensors`` (atomic write; an existing file is kept
 unless ``--force``), and measures what float16 storage costs: the PSNR between the outputs of the
 float32 weights and the float16-stored weights (both run in float32) on the faces of
-``--check-dir``. Prints the SHA-256 and size to put into faceprior/weights/registry.py.
+``--check-dir``. Prints the SHA-256 and size to put into faceprior/weights/catalogue.py.
 ``--zero-noise`` sets the decoder's noise strengths to zero first (``without_decoder_noise``:
 deterministic output without the stored noise pattern) and prints how much that changes the
 outputs.
@@ -26,13 +26,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.image_io import read_image, to_float01  # noqa: E402
+from faceprior.imaging.io import read_image  # noqa: E402
+from faceprior.imaging.pixels import to_float01  # noqa: E402
 from faceprior.metrics.psnr_ssim import psnr_torch  # noqa: E402
 from faceprior.models import create_model  # noqa: E402
 from faceprior.models.gfpgan_clean import without_decoder_noise  # noqa: E402
+from faceprior.models.loading import infer_architecture, load_state_dict_strict  # noqa: E402
+from faceprior.weights.catalogue import CATALOGUE, local_path  # noqa: E402
 from faceprior.weights.checkpoint import read_state_dict  # noqa: E402
-from faceprior.weights.loading import load_state_dict_strict  # noqa: E402
-from faceprior.weights.registry import MODELS, registered_path  # noqa: E402
 from faceprior.weights.safetensors import load_safetensors, save_safetensors  # noqa: E402
 from faceprior.weights.store import sha256_of_file  # noqa: E402
 
@@ -40,8 +41,10 @@ NAME = "faceprior-256"
 
 
 def build(state_dict: dict) -> torch.nn.Module:
-    entry = MODELS[NAME]
-    model = create_model(entry.arch, **entry.kwargs)
+    arch, options = infer_architecture(state_dict)
+    if arch != CATALOGUE[NAME].arch:
+        raise SystemExit(f"the checkpoint holds a {arch}, not the {CATALOGUE[NAME].arch} of {NAME}")
+    model = create_model(arch, **options)
     load_state_dict_strict(model, state_dict, source=NAME)
     return model.eval()
 
@@ -80,11 +83,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     state_dict = read_state_dict(args.checkpoint, key="params_ema")
-    out_path = registered_path(MODELS[NAME])
+    out_path = local_path(CATALOGUE[NAME])
     if out_path.exists() and not args.force:
         raise SystemExit(f"{out_path}: exists; pass --force to replace it")
 
-    faces = faces_of(args.check_dir, MODELS[NAME].input_size, args.limit)
+    faces = faces_of(args.check_dir, infer_architecture(state_dict)[1]["out_size"], args.limit)
     if args.zero_noise:
         with torch.inference_mode():
             noisy = build(state_dict)(faces, return_rgb=False, randomize_noise=False)[0]

@@ -29,12 +29,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from faceprior.errors import FacepriorError  # noqa: E402
 from faceprior.models import GFPGANv1Clean  # noqa: E402
 from faceprior.models.gfpgan_clean import without_decoder_noise  # noqa: E402
+from faceprior.models.loading import infer_architecture  # noqa: E402
 from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, check_training_state  # noqa: E402
 from faceprior.training.loop import read_warm_start  # noqa: E402
-from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, select_state_dict  # noqa: E402
-from faceprior.weights.loading import infer_architecture  # noqa: E402
+from faceprior.weights.checkpoint import read_checkpoint, select_state_dict  # noqa: E402
 
 
 def read_networks(source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         generator, discriminator = read_networks(args.source)
-    except CheckpointError as error:
+    except FacepriorError as error:
         parser.error(str(error))
     if args.add_input_gate:
         arch, kwargs = infer_architecture(generator)

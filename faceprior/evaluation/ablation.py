@@ -31,7 +31,6 @@ evaluation folder OUT/eval/ (see ``evaluate``: results.*, compare.png / .html, c
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +39,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from faceprior.errors import FacepriorError
 from faceprior.evaluation.report import ResultsTable, write_table_files
 from faceprior.evaluation.runner import DEFAULT_METRICS, EvaluationError, ModelMethod, evaluate
+from faceprior.models.loading import load_model
+from faceprior.paths import PathLike
 from faceprior.training.checkpointing import exported_model_path
 from faceprior.training.config import TrainConfig, config_from_dict, config_to_dict
 from faceprior.training.loop import run_training
 from faceprior.training.train_gfpgan import GFPGANTrainer
-from faceprior.weights.loading import load_model
 
-PathLike = Union[str, os.PathLike]
 Log = Callable[[str], None]
 
 
-class AblationError(ValueError):
+class AblationError(FacepriorError, ValueError):
     """A bad ablation request (variant names, budget); the message is one line."""
 
 

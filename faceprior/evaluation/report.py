@@ -16,14 +16,15 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 
-from faceprior.face.background import upscale_lanczos
-from faceprior.image_io import read_image, to_float01, write_image
-
-PathLike = Union[str, os.PathLike]
+from faceprior.imaging.io import read_image, write_image
+from faceprior.imaging.pixels import to_float01
+from faceprior.imaging.resize import upscale_lanczos
+from faceprior.paths import PathLike
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,6 @@ def _tile(path: Optional[Path], size: int) -> np.ndarray:
 
 def _label_strip(titles: Sequence[str], tile: int, gap: int, height: int) -> np.ndarray:
     """White [height, width, 3] float32 strip with each title written above its column."""
-    from PIL import Image, ImageDraw
-
     width = len(titles) * (tile + gap) - gap
     strip = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(strip)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -52,8 +51,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from faceprior.errors import FacepriorError
 from faceprior.evaluation.report import (
     MethodRow,
     MetricColumn,
@@ -63,9 +64,12 @@ from faceprior.evaluation.report import (
     write_comparison_sheet,
     write_table_files,
 )
-from faceprior.face.background import upscale_lanczos
-from faceprior.image_io import from_float01, read_image, to_float01, write_image
+from faceprior.imaging.files import list_image_files
+from faceprior.imaging.io import read_image, write_image
+from faceprior.imaging.pixels import to_float01
+from faceprior.imaging.resize import resize_bilinear_to, resize_lanczos_to
 from faceprior.metrics.availability import MetricUnavailable
+from faceprior.metrics.color import ImageInputError
 from faceprior.metrics.fid import (
     FIDInputError,
     extract_features,
@@ -78,16 +82,14 @@ from faceprior.metrics.fid import (
 from faceprior.metrics.identity import angle_degrees, arcface_embeddings, load_arcface_identity, load_dlib_identity
 from faceprior.metrics.landmarks import landmark_distance, load_landmark_detector
 from faceprior.metrics.lpips import load_lpips
-from faceprior.metrics.color import ImageInputError
-from faceprior.metrics.niqe import NIQE_BLOCK_SIZE, niqe
+from faceprior.metrics.niqe import NIQE_BLOCK_SIZE, niqe, official_niqe_params
 from faceprior.metrics.psnr_ssim import psnr, ssim
-from faceprior.restorer import FaceRestorer, NoModelError
-from faceprior.training.degradations import list_image_files, resize_bilinear
-from faceprior.weights.registry import MODELS, registered_path
+from faceprior.models.loading import ModelSpec
+from faceprior.paths import PathLike
+from faceprior.restoration.restorer import FaceRestorer
+from faceprior.weights.catalogue import UnknownWeightsError, locate_weights
 from faceprior.weights.store import WeightsUnavailableError, sha256_of_file
 
-PathLike = Union[str, os.PathLike]
-ModelSpec = Union[str, os.PathLike, nn.Module]
 Log = Callable[[str], None]
 
 CACHE_VERSION = 1
@@ -95,7 +97,7 @@ DEFAULT_METRICS = ("psnr", "ssim", "lpips", "fid", "niqe", "deg", "dlib-id", "lm
 BASELINES = ("input", "lanczos")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(FacepriorError, ValueError):
     """Bad evaluation input (folders, names, models, metrics); the message is one line."""
 
 
@@ -129,8 +131,6 @@ class ImagePair:
 def image_size(path: PathLike) -> Tuple[int, int]:
     """(height, width) of an image file as ``read_image`` returns it (EXIF rotation applied),
     from its header only."""
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -193,28 +193,6 @@ def subsample(pairs: Sequence[ImagePair], count: Optional[int]) -> List[ImagePai
         raise EvaluationError(f"--sample must be >= 1, got {count}")
     picks = np.round(np.linspace(0, len(pairs) - 1, count)).astype(int)
     return [pairs[i] for i in sorted(set(picks.tolist()))]
-
-
-def resize_lanczos_to(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Lanczos-3 resize of [H, W, 3] to ``size`` = (height, width) with the same aspect ratio
-    (``upscale_lanczos``; antialiased when shrinking); same dtype."""
-    if image.shape[:2] == tuple(size):
-        return image
-    scale = size[0] / image.shape[0]
-    if round(image.shape[1] * scale) != size[1]:
-        raise EvaluationError(
-            f"cannot resize a {image.shape[1]}x{image.shape[0]} image to {size[1]}x{size[0]}: aspect ratios differ")
-    return upscale_lanczos(image, scale)
-
-
-def resize_bilinear_to(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """The degradation model's bilinear resize (``resize_bilinear``: half-pixel centres, no
-    antialiasing) of [H, W, 3] to ``size`` = (height, width); same dtype (integers rounded)."""
-    if image.shape[:2] == tuple(size):
-        return image
-    x = torch.from_numpy(to_float01(image, np.float32)).permute(2, 0, 1)[None]
-    y = resize_bilinear(x, size[0], size[1]).clamp(0.0, 1.0)[0].permute(1, 2, 0).numpy()
-    return from_float01(y, image.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,7 +273,7 @@ class LanczosBaseline(Method):
 class ModelMethod(Method):
     """A restoration network in aligned mode (see module doc); loaded on first use.
 
-    spec: registered name (``faceprior models``), checkpoint path, or an nn.Module.
+    spec: catalogue name (``faceprior models``), checkpoint path or URL, or an nn.Module.
     label: shown name (default: the name, or the file name, or the class name).
     description: longer text for results.json (default: the file and its SHA-256).
     extra_settings: anything else the outputs depend on (e.g. a forward hook on the module),
@@ -314,9 +292,13 @@ class ModelMethod(Method):
             weights, default_label = state_dict_sha256(spec), type(spec).__name__
             default_description = f"{default_label} module (state dict SHA-256 {weights[:12]})"
         else:
-            path = self._weights_file(str(spec))
+            try:
+                path, entry = locate_weights(spec, cache_dir=cache_dir)  # the file, fetched if needed; not loaded
+            except UnknownWeightsError:
+                raise EvaluationError(f"{spec}: no such checkpoint file, and not in the weight catalogue "
+                                      "(faceprior models lists it)") from None
             weights = sha256_of_file(path)
-            default_label = str(spec) if str(spec) in MODELS else Path(spec).name
+            default_label = entry.name if entry is not None else path.name
             default_description = f"{path} (SHA-256 {weights[:12]})"
         self.label = label or default_label
         self.description = description or default_description
@@ -326,25 +308,10 @@ class ModelMethod(Method):
         stem = self.label if isinstance(spec, nn.Module) or label else Path(self.label).stem
         self.key = f"{_slug(stem)}-{_short_hash(self.settings)}"
 
-    def _weights_file(self, text: str) -> Path:
-        if text in MODELS:
-            path = registered_path(MODELS[text], self.cache_dir)
-            if not path.is_file():
-                self._load()  # fetches the registered file into the weight cache
-            return path
-        path = Path(text)
-        if not path.is_file():
-            raise EvaluationError(f"{text}: no such checkpoint file, and not a registered model "
-                                  f"(registered: {', '.join(MODELS)})")
-        return path
-
     def _load(self) -> FaceRestorer:
         if self.restorer is None:
-            try:
-                self.restorer = FaceRestorer(model=self.spec, aligned=True, batch_size=self.batch_size,
-                                             device=self.device, cache_dir=self.cache_dir)
-            except (NoModelError, ValueError) as error:
-                raise EvaluationError(f"{self.spec}: {error}") from None
+            self.restorer = FaceRestorer(model=self.spec, aligned=True, batch_size=self.batch_size,
+                                         device=self.device, cache_dir=self.cache_dir)
         return self.restorer
 
     def run(self, images, reference_sizes):
@@ -496,8 +463,6 @@ class NiqeMetric(PerImageMetric):
         return {"crop_border": self.crop_border, "params": "official", "version": CACHE_VERSION}
 
     def prepare(self):
-        from faceprior.metrics.niqe import official_niqe_params
-
         try:
             self.params = official_niqe_params()
         except WeightsUnavailableError as error:

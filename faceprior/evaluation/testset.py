@@ -16,26 +16,20 @@ depend on the other files, and the same arguments reproduce the same bytes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
-from faceprior.training.degradations import (
-    MANIFEST_FORMAT,
-    DegradationConfig,
-    DegradationError,
-    degrade_folder,
-)
-
-PathLike = Union[str, os.PathLike]
+from faceprior.errors import FacepriorError
+from faceprior.paths import PathLike
+from faceprior.training.degradations import MANIFEST_FORMAT, DegradationConfig, DegradationError, degrade_folder
 
 LQ_FOLDER = "lq"
 GT_FOLDER = "gt"
 MANIFEST_NAME = "degradations.json"
 
 
-class SyntheticTestSetError(ValueError):
+class SyntheticTestSetError(FacepriorError, ValueError):
     """A test set cannot be made or read; the message is one line naming the folder."""
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
-from faceprior.image_io import dtype_max
+from faceprior.imaging.pixels import dtype_max
 
 Size = Union[int, Tuple[int, int]]
 BorderValue = Union[float, Sequence[float]]

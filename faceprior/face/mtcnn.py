@@ -2,9 +2,10 @@
 Cascaded Convolutional Networks", 2016): P-Net, R-Net, O-Net and the three-stage cascade,
 with five landmarks per face.
 
-The networks load the MIT-licensed weights published with facenet-pytorch
+The networks load the MIT-licensed weights published with facenet-pytorch 2.6.0
 (``facenet_pytorch/data/{pnet,rnet,onet}.pt``, plain state dicts readable with
-``torch.load(weights_only=True)``); parameter names follow those files.
+``torch.load(weights_only=True)``), which ship inside this package (``faceprior/data/mtcnn/``,
+with their licence); parameter names follow those files.
 
 Coordinates returned by the detector use the convention of faceprior.face.templates: pixel
 centres at integer positions, so the image spans [-0.5, W - 0.5] x [-0.5, H - 0.5]. Boxes are
@@ -18,8 +19,6 @@ Internally boxes use corner coordinates where pixel ``i`` spans [i, i + 1); they
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,8 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceprior.face.boxes import apply_box_offsets, batched_nms, square_boxes
-from faceprior.weights import store
-from faceprior.weights.pypi_wheel import extract_from_wheel
+from faceprior.weights.catalogue import fetch_weights
 from faceprior.weights.store import WeightsUnavailableError
 
 # --------------------------------------------------------------------------------------------
@@ -40,105 +38,25 @@ from faceprior.weights.store import WeightsUnavailableError
 
 MTCNN_WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
 
-# SHA-256 and size in bytes of the files as published in facenet-pytorch 2.6.0 (wheel members
-# facenet_pytorch/data/*.pt; the wheel's RECORD lists the same digests).
-MTCNN_SHA256 = {
-    "pnet.pt": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-    "rnet.pt": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-    "onet.pt": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-}
-MTCNN_SIZES = {"pnet.pt": 28570, "rnet.pt": 403147, "onet.pt": 1559269}
-
-# Where the files come from: the data/ folder of the upstream repository, else the wheel.
-MTCNN_UPSTREAM_URL = "https://raw.githubusercontent.com/timesler/facenet-pytorch/master/data/{filename}"
-MTCNN_WHEEL_PACKAGE = "facenet-pytorch"
-MTCNN_WHEEL_VERSION = "2.6.0"
-MTCNN_WHEEL_MEMBER = "facenet_pytorch/data/{filename}"
+#: Their catalogue entries (faceprior.weights.catalogue): the files of facenet-pytorch 2.6.0, MIT
+#: licence, shipped inside this package (faceprior/data/mtcnn/), so detection never needs a network.
+MTCNN_CATALOGUE_NAMES = {"pnet.pt": "mtcnn-pnet", "rnet.pt": "mtcnn-rnet", "onet.pt": "mtcnn-onet"}
 
 
 class MTCNNWeightsError(WeightsUnavailableError):
-    """The MTCNN weight files are missing, corrupt, or could not be obtained (one-line message)."""
+    """The MTCNN weight files are missing or corrupt (one-line message)."""
 
 
-def _has_verified_weights(folder: Path) -> bool:
-    """True when ``folder`` holds all three files with the published size and SHA-256."""
+def mtcnn_weights_dir() -> Path:
+    """The folder holding pnet.pt, rnet.pt and onet.pt (inside the package), each checked against
+    its size and SHA-256. Raises MTCNNWeightsError (one line) when one is missing or altered."""
+    paths = []
     for name in MTCNN_WEIGHT_FILES:
-        if not (folder / name).is_file():
-            return False
         try:
-            store.verify_file(folder / name, MTCNN_SHA256[name], MTCNN_SIZES[name])
-        except store.ChecksumMismatchError:
-            return False
-    return True
-
-
-def _fetch_from_upstream(folder: Path) -> None:
-    """Download the three files from the upstream repository with the weight store.
-
-    The store keeps its downloads (and resumable ``.part`` files) in ``<root>/weights/``; a
-    staging root inside ``folder`` is used and each verified file is then renamed into place.
-    """
-    staging = folder / ".download"
-    for name in MTCNN_WEIGHT_FILES:
-        path = store.fetch(
-            MTCNN_UPSTREAM_URL.format(filename=name),
-            filename=name,
-            sha256=MTCNN_SHA256[name],
-            size=MTCNN_SIZES[name],
-            cache_dir=staging,
-        )
-        if path.parent == store.weights_dir(staging):
-            os.replace(path, folder / name)
-        else:  # FACEPRIOR_MIRROR pointed at a local folder: the store returns that file in place
-            shutil.copyfile(path, folder / name)
-    # Only after success: a failed attempt leaves its resumable .part files for the next call.
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fetch_from_wheel(folder: Path) -> None:
-    """Download the facenet-pytorch wheel with pip and extract the three files."""
-    if os.environ.get(store.ENV_OFFLINE, "").lower() not in ("", "0", "false", "no"):
-        raise MTCNNWeightsError(f"not tried ({store.ENV_OFFLINE} is set)")
-    members = [MTCNN_WHEEL_MEMBER.format(filename=name) for name in MTCNN_WEIGHT_FILES]
-    digests = {MTCNN_WHEEL_MEMBER.format(filename=name): MTCNN_SHA256[name] for name in MTCNN_WEIGHT_FILES}
-    extract_from_wheel(MTCNN_WHEEL_PACKAGE, MTCNN_WHEEL_VERSION, members, folder, digests)
-
-
-def mtcnn_weights_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder ``<cache>/weights/mtcnn/`` holding pnet.pt, rnet.pt, onet.pt, obtained if needed.
-
-    Order: (1) the files are already there with the published size and SHA-256; (2) download
-    them from the upstream repository with the weight store (honours ``FACEPRIOR_MIRROR`` and
-    ``FACEPRIOR_OFFLINE``); (3) download the facenet-pytorch 2.6.0 wheel with pip (the user's
-    index configuration) and extract them. ``cache_dir`` defaults to the weight store's cache
-    root (``faceprior.weights.store.default_cache_dir()``).
-
-    Raises MTCNNWeightsError, one line giving the reason of both sources, when neither works.
-    """
-    folder = store.weights_dir(cache_dir) / "mtcnn"
-    if _has_verified_weights(folder):
-        return folder
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise MTCNNWeightsError(f"cannot create {folder} ({error.strerror or error})") from None
-    reasons = []
-    for source, fetch in (("upstream", _fetch_from_upstream), ("wheel", _fetch_from_wheel)):
-        try:
-            fetch(folder)
-        except Exception as error:  # noqa: BLE001 - any failure moves on to the next source
-            # The store's message ends with where to put the file; the staging path it names
-            # would mislead, so keep only the reason part (the final message says where).
-            reasons.append(f"{source}: {str(error).split('. Download ')[0]}")
-            continue
-        if _has_verified_weights(folder):
-            return folder
-        reasons.append(f"{source}: files failed the SHA-256 check")
-    raise MTCNNWeightsError(
-        f"could not obtain the MTCNN weights ({'; '.join(reasons)}); put "
-        f"{', '.join(MTCNN_WEIGHT_FILES)} from {MTCNN_UPSTREAM_URL.format(filename='')} or from the "
-        f"{MTCNN_WHEEL_PACKAGE} {MTCNN_WHEEL_VERSION} wheel (facenet_pytorch/data/) into {folder}"
-    )
+            paths.append(fetch_weights(MTCNN_CATALOGUE_NAMES[name]))
+        except WeightsUnavailableError as error:
+            raise MTCNNWeightsError(str(error)) from None
+    return paths[0].parent
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,8 +304,8 @@ class MTCNN:
     """Three-stage MTCNN face detector with five landmarks, in plain torch.
 
     Args:
-        weights_dir: folder with pnet.pt, rnet.pt, onet.pt; None obtains them with
-            mtcnn_weights_dir() (cache, else download).
+        weights_dir: folder with pnet.pt, rnet.pt, onet.pt; None: the files shipped with the package
+            (:func:`mtcnn_weights_dir`).
         device: torch device to run on.
         min_face_size: smallest face side, in pixels, that the pyramid looks for.
         thresholds: face-probability thresholds of P-Net, R-Net and O-Net.

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 from faceprior.face.paste import face_mask
 from faceprior.face.retinaface import Checkpoint, load_facexlib_state_dict, read_facexlib_checkpoint
 from faceprior.models.arcface import BasicBlock
-from faceprior.weights.store import fetch
+from faceprior.weights.catalogue import fetch_weights
 
 PARSENET_CLASSES: tuple[str, ...] = (
     "background", "skin", "nose", "eye_glasses", "left_eye", "right_eye", "left_brow", "right_brow",
@@ -375,11 +375,8 @@ def face_parsing_mask(parse_logits: torch.Tensor, classes: Sequence[int] = PASTE
 # Paste masks from a parser (facexlib FaceRestoreHelper.paste_faces_to_input_image, use_parse=True)
 # --------------------------------------------------------------------------------------------
 
-# facexlib's released weight files, as init_parsing_model downloads them (no published checksums).
-PARSING_WEIGHT_URLS = {
-    "parsenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
-    "bisenet": "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
-}
+# The parsers and their weight files (facexlib's releases; faceprior.weights.catalogue entries).
+PARSERS = ("parsenet", "bisenet")
 PARSING_INPUT_SIZE = 512  # faces are parsed at 512 x 512 whatever their size
 PASTE_MASK_BLUR_SIZE = 101  # cv2.GaussianBlur(mask, (101, 101), 11), applied twice
 PASTE_MASK_BLUR_SIGMA = 11.0
@@ -447,7 +444,7 @@ class ParsingMasker:
     """
 
     def __init__(self, model: nn.Module, network: str = "parsenet", batch_size: int = 4):
-        if network not in PARSING_WEIGHT_URLS:
+        if network not in PARSERS:
             raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -488,10 +485,9 @@ class ParsingMasker:
 def make_parsing_masker(network: str = "parsenet", device: str | torch.device = "cpu",
                         cache_dir: Optional[str] = None) -> ParsingMasker:
     """A :class:`ParsingMasker` with facexlib's ``parsing_parsenet.pth`` (or ``parsing_bisenet.pth``),
-    taken from the weight cache or downloaded."""
-    if network not in PARSING_WEIGHT_URLS:
+    taken from the weight cache or downloaded (checked against its catalogue entry)."""
+    if network not in PARSERS:
         raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
-    url = PARSING_WEIGHT_URLS[network]
-    path = fetch(url, filename=url.rsplit("/", 1)[1], cache_dir=cache_dir)
+    path = fetch_weights(network, cache_dir=cache_dir)
     model = load_parsenet(path) if network == "parsenet" else load_bisenet(path)
     return ParsingMasker(model.to(device), network)

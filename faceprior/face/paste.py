@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from faceprior.face.align import compose_affine, invert_affine, scale_affine, warp_affine
-from faceprior.image_io import from_float01, to_float01
+from faceprior.imaging.pixels import from_float01, to_float01
 
 _MASK_CACHE: Dict[Tuple[int, float, float], np.ndarray] = {}
 

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from faceprior.face.boxes import nms
 from faceprior.models.arcface import Bottleneck
+from faceprior.weights.catalogue import fetch_weights
 from faceprior.weights.checkpoint import CheckpointError, read_state_dict
 
 # Anchor sizes in pixels for each pyramid level, and the strides of those levels.
@@ -492,18 +493,13 @@ class RetinaFaceDetector:
         return tuple(self.detect(image, conf_threshold=RESTORE_HELPER_CONF_THRESHOLD))
 
 
-# facexlib's released weight files (no published checksums: not verified beyond the key layout).
-RETINAFACE_WEIGHT_URLS = {
-    "resnet50": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
-    "mobilenet0.25": "https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
-}
+# facexlib's released weight files: their faceprior.weights.catalogue entries.
+RETINAFACE_WEIGHTS = {"resnet50": "retinaface-resnet50", "mobilenet0.25": "retinaface-mobilenet"}
 
 
 def make_retinaface_detector(network: str = "resnet50", device: str | torch.device = "cpu",
                              cache_dir: Optional[str] = None) -> RetinaFaceDetector:
-    """A RetinaFaceDetector with facexlib's weights, taken from the weight cache or downloaded."""
-    from faceprior.weights.store import fetch
-
-    url = RETINAFACE_WEIGHT_URLS[network]
-    path = fetch(url, filename=url.rsplit("/", 1)[1], cache_dir=cache_dir)
+    """A RetinaFaceDetector with facexlib's weights, taken from the weight cache or downloaded
+    (checked against its catalogue entry)."""
+    path = fetch_weights(RETINAFACE_WEIGHTS[network], cache_dir=cache_dir)
     return RetinaFaceDetector(load_retinaface(path, network=network).to(device))

@@ -1,24 +1,14 @@
-"""Reading and writing image files, and turning in-memory images into RGB arrays.
+"""Reading and writing image files (JPEG, PNG, WebP, BMP, TIFF) with Pillow.
 
-Array conventions used throughout faceprior:
-
-- colour images are numpy arrays [H, W, 3] in RGB order; transparency is a separate [H, W] plane;
-- integer images are uint8 (0..255) or uint16 (0..65535); float images are float32 in [0, 1].
-
-Supported files: JPEG, PNG, WebP, BMP and TIFF. 16-bit PNG and TIFF (grey or colour, with or
-without alpha) are read as uint16 and written as uint16. Pillow (the ``image`` extra) decodes and
-encodes 8-bit files; 16-bit colour PNG/TIFF, which Pillow can only hand over as 8 bits, are
-decoded by Pillow twice (high bytes, then low bytes) and encoded by small writers here.
-
-The numpy helpers at the top (``to_rgb_array``, ``to_float01``, ``from_float01``) work without
-Pillow; only reading/writing files and PIL inputs need it.
+16-bit PNG and TIFF (grey or colour, with or without alpha) are read as uint16 and written as
+uint16. Pillow decodes and encodes 8-bit files; 16-bit colour PNG/TIFF, which Pillow can only hand
+over as 8 bits, are decoded by Pillow twice (high bytes, then low bytes) and encoded by small
+writers here. Pixel conventions: :mod:`faceprior.imaging.pixels`.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import secrets
 import struct
 import sys
 import threading
@@ -26,16 +16,27 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError, features
 
-try:
-    from PIL import Image, UnidentifiedImageError, features
-except ImportError:  # Pillow is the optional ``image`` extra
-    Image = None
+from faceprior.errors import FacepriorError, one_line
+from faceprior.imaging.pixels import convert_bit_depth, pil_to_arrays, rgb_to_gray, to_rgb_array
+from faceprior.paths import PathLike, atomic_write
 
-PathLike = Union[str, os.PathLike]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "SUPPORTED_FORMATS",
+    "ImageReadError",
+    "ImageWriteError",
+    "LoadedImage",
+    "apply_exif_orientation",
+    "format_from_path",
+    "read_image",
+    "write_image",
+]
 
 # Images with more pixels than this are refused by default before being decoded.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -49,14 +50,16 @@ _FORMATS_WITH_16_BIT = ("PNG", "TIFF")
 _FORMATS_WITH_ALPHA = ("PNG", "WEBP", "TIFF")
 _EXIF_PREFIX = b"Exif\x00\x00"
 _EXIF_ORIENTATION = 0x0112
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's RGB -> L
+
+#: File-name suffixes of the image files faceprior reads (lower case, with the dot).
+IMAGE_SUFFIXES = tuple(_SUFFIX_TO_FORMAT)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(FacepriorError, ValueError):
     """An image file could not be read; the message is one line naming the file and the reason."""
 
 
-class ImageWriteError(ValueError):
+class ImageWriteError(FacepriorError, ValueError):
     """An image file could not be written; the message is one line naming the file and the reason."""
 
 
@@ -94,127 +97,6 @@ class LoadedImage:
         return int(self.pixels.shape[1])
 
 
-# ----------------------------------------------------------------------------------------------
-# numpy helpers (no Pillow needed)
-
-
-def dtype_max(dtype: Any) -> float:
-    """The value of "full white" for an image dtype: 255 (uint8), 65535 (uint16), 1.0 (float)."""
-    dtype = np.dtype(dtype)
-    if dtype == np.uint8:
-        return 255.0
-    if dtype == np.uint16:
-        return 65535.0
-    if dtype.kind == "f":
-        return 1.0
-    raise TypeError(f"unsupported image dtype {dtype} (expected uint8, uint16 or float)")
-
-
-def to_float01(array: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-    """uint8 / uint16 / float image (any shape) -> float array in [0, 1] (float input is cast)."""
-    scale = dtype_max(array.dtype)
-    out = np.asarray(array, dtype=dtype)
-    if scale != 1.0:
-        out = out / np.asarray(scale, dtype=dtype)
-    return out
-
-
-def from_float01(array: np.ndarray, dtype: Any) -> np.ndarray:
-    """Float array with values in [0, 1] (any shape) -> ``dtype`` image: clipped, and for
-    integer dtypes scaled to 0..255 / 0..65535 and rounded to nearest."""
-    dtype = np.dtype(dtype)
-    scale = dtype_max(dtype)
-    if dtype.kind == "f":
-        return np.clip(array, 0.0, 1.0).astype(dtype, copy=False)
-    return np.rint(np.clip(array, 0.0, 1.0) * scale).astype(dtype)
-
-
-def convert_bit_depth(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """uint8 / uint16 / float[0, 1] image -> uint8 (bit_depth 8) or uint16 (bit_depth 16).
-
-    uint8 -> uint16 multiplies by 257 (255 -> 65535); uint16 -> uint8 rounds v / 257.
-    """
-    if bit_depth not in (8, 16):
-        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
-    target = np.uint8 if bit_depth == 8 else np.uint16
-    if array.dtype == target:
-        return array
-    if array.dtype == np.uint8:  # -> uint16
-        return array.astype(np.uint16) * np.uint16(257)
-    if array.dtype == np.uint16:  # -> uint8
-        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    return from_float01(array, target)
-
-
-def _validated_float(array: np.ndarray) -> np.ndarray:
-    """Float image -> float32 clipped to [0, 1]; refuses NaN/inf and values clearly off-range."""
-    array = np.asarray(array, dtype=np.float32)
-    if array.size == 0:
-        return array
-    if not np.isfinite(array).all():
-        raise ValueError("float image contains NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
-    if lo < -0.01 or hi > 1.01:
-        raise ValueError(f"float images must hold values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
-    return np.clip(array, 0.0, 1.0)
-
-
-def to_rgb_array(image: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """An in-memory image -> (pixels [H, W, 3], alpha [H, W] or None).
-
-    Accepts numpy arrays [H, W] (grey), [H, W, 1], [H, W, 2] (grey + alpha), [H, W, 3] (RGB) or
-    [H, W, 4] (RGBA) of dtype uint8, uint16, bool or float (values in [0, 1]; other float widths
-    become float32), and PIL images of any mode (converted like ``read_image`` does, 8 bits
-    except for 16-bit grey). Integer outputs keep their dtype (uint8 / uint16); float outputs
-    are float32 in [0, 1]. The returned arrays may share memory with the input.
-    """
-    if Image is not None and isinstance(image, Image.Image):
-        pixels, alpha, _, _ = _pil_to_arrays(image)
-        return pixels, alpha
-    array = np.asarray(image)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8) * np.uint8(255)
-    elif array.dtype.kind == "f":
-        array = _validated_float(array)
-    elif array.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"unsupported image dtype {array.dtype} (expected uint8, uint16 or float in [0, 1])")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or 0 in array.shape[:2]:
-        raise ValueError(f"expected an image array [H, W], [H, W, 1|2|3|4], got shape {tuple(np.shape(image))}")
-    channels = array.shape[2]
-    alpha = array[:, :, channels - 1] if channels in (2, 4) else None
-    colour = array[:, :, : 3 if channels >= 3 else 1]
-    if colour.shape[2] == 1:
-        colour = np.repeat(colour, 3, axis=2)
-    return colour, alpha
-
-
-def rgb_to_gray(pixels: np.ndarray) -> np.ndarray:
-    """[H, W, 3] RGB -> [H, W] grey (BT.601 luma), same dtype (integers rounded)."""
-    gray = pixels.astype(np.float64) @ _LUMA_WEIGHTS
-    if pixels.dtype.kind == "f":
-        return gray.astype(pixels.dtype)
-    return np.clip(np.rint(gray), 0, dtype_max(pixels.dtype)).astype(pixels.dtype)
-
-
-def looks_gray(pixels: np.ndarray, tolerance: float = 8 / 255, max_fraction: float = 0.01) -> bool:
-    """Whether an [H, W, 3] RGB image is grey in content (e.g. a black-and-white scan stored as RGB).
-
-    True when at most ``max_fraction`` of the pixels (every 4th row and column looked at) have
-    channels further apart than ``tolerance`` of the full range: JPEG chroma noise passes, any real
-    colour does not.
-    """
-    sample = to_float01(np.ascontiguousarray(pixels[::4, ::4]))
-    spread = sample.max(axis=-1) - sample.min(axis=-1)
-    return bool(np.mean(spread > tolerance) <= max_fraction)
-
-
-def gray_as_rgb(pixels: np.ndarray) -> np.ndarray:
-    """[..., 3] RGB -> [..., 3] with the BT.601 luma in all three channels, same dtype."""
-    return np.repeat(rgb_to_gray(pixels)[..., None], 3, axis=-1)
-
-
 def apply_exif_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     """Make a stored image upright: [H, W, ...] array -> the array as it should be displayed for
     the EXIF orientation value 1..8 (2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90
@@ -238,45 +120,6 @@ def apply_exif_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # reading
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _require_pillow(what: str) -> None:
-    if Image is None:
-        raise ImportError(f"{what} needs Pillow: pip install 'faceprior[image]'")
-
-
-def _pil_to_arrays(im: "Image.Image") -> Tuple[np.ndarray, Optional[np.ndarray], int, bool]:
-    """A loaded PIL image -> (pixels [H, W, 3], alpha [H, W] or None, bit_depth, was_gray)."""
-    mode = im.mode
-    has_transparency = "transparency" in im.info
-    if mode == "1" or (mode == "L" and not has_transparency):
-        gray = np.asarray(im.convert("L"))
-        return np.repeat(gray[:, :, None], 3, axis=2), None, 8, True
-    if mode in ("LA", "La", "L"):
-        la = np.asarray(im.convert("LA"))
-        return np.repeat(la[:, :, :1], 3, axis=2), np.ascontiguousarray(la[:, :, 1]), 8, True
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(im)
-        if mode == "F":  # float samples, taken as [0, 1]
-            values = np.rint(np.clip(np.nan_to_num(values), 0.0, 1.0) * 65535.0)
-        gray = np.clip(values, 0, 65535).astype(np.uint16)
-        return np.repeat(gray[:, :, None], 3, axis=2), None, 16, True
-    if mode in ("P", "PA"):
-        im = im.convert("RGBA" if (has_transparency or mode == "PA") else "RGB")
-    elif mode == "RGB" and has_transparency:
-        im = im.convert("RGBA")
-    elif mode == "RGBa":
-        im = im.convert("RGBA")
-    elif mode != "RGBA" and mode != "RGB":  # CMYK, YCbCr, LAB, HSV, RGBX
-        im = im.convert("RGB")
-    array = np.array(im)  # a writable copy (np.asarray of a PIL image is read-only)
-    if im.mode == "RGBA":
-        return np.ascontiguousarray(array[:, :, :3]), np.ascontiguousarray(array[:, :, 3]), 8, False
-    return array, None, 8, False
 
 
 class _PixelLimit:
@@ -403,11 +246,10 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
     Returns a LoadedImage (see its docstring for shapes and dtypes). Raises ImageReadError for
     missing, empty, truncated, corrupt, unsupported or too large files.
     """
-    _require_pillow("read_image")
     path = Path(path)
 
     def fail(reason: str) -> ImageReadError:
-        return ImageReadError(f"{path}: {_one_line(reason)}")
+        return ImageReadError(f"{path}: {one_line(reason)}")
 
     try:
         size = path.stat().st_size
@@ -446,7 +288,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
                 wide = _wide_rawmode(im)  # from the tile list, which load() empties
                 im.load()
                 if wide is None:
-                    pixels, alpha, bit_depth, was_gray = _pil_to_arrays(im)
+                    pixels, alpha, bit_depth, was_gray = pil_to_arrays(im)
                 else:
                     pixels, alpha, was_gray = _read_wide(path, wide, high=np.asarray(im))
                     bit_depth = 16
@@ -634,30 +476,13 @@ def _encode(fmt: str, samples: np.ndarray, quality: int, icc_profile: Optional[b
 
 
 def _write_atomically(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to a temporary file next to ``path`` and move it into place, so ``path``
-    is either untouched or complete. Without ``overwrite`` an existing file is never replaced."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temp, flags, 0o666)
+    """``path`` either untouched or complete (:func:`faceprior.paths.atomic_write`); without
+    ``overwrite`` an existing file is never replaced."""
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path, overwrite=overwrite) as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temp, path)
-            return
-        try:
-            os.link(temp, path)  # atomic, and fails when path exists
-        except FileExistsError:
-            raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
-        except OSError:  # file system without hard links
-            if path.exists():
-                raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
-            os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    except FileExistsError:
+        raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
 
 
 def write_image(
@@ -690,7 +515,6 @@ def write_image(
     overwrite: replace an existing file; otherwise ImageWriteError if ``path`` exists.
     Returns the path written. Raises ImageWriteError with a one-line message on failure.
     """
-    _require_pillow("write_image")
     path = Path(path)
     fmt = format_from_path(path) if format is None else format.upper()
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
@@ -715,7 +539,7 @@ def write_image(
             if alpha.shape != colour.shape[:2]:
                 raise ValueError(f"alpha shape {alpha.shape} does not match image shape {colour.shape[:2]}")
     except ValueError as error:
-        raise ImageWriteError(f"{path}: {_one_line(str(error))}") from None
+        raise ImageWriteError(f"{path}: {one_line(str(error))}") from None
 
     depth = bit_depth if fmt in _FORMATS_WITH_16_BIT else 8
     if gray and depth == 16 and fmt == "TIFF" and alpha is not None:
@@ -729,7 +553,7 @@ def write_image(
     try:
         data = _encode(fmt, samples, int(quality), icc, _exif_for_output(exif))
     except Exception as error:
-        raise ImageWriteError(f"{path}: cannot encode {fmt} ({_one_line(str(error))})") from None
+        raise ImageWriteError(f"{path}: cannot encode {fmt} ({one_line(str(error))})") from None
     try:
         _write_atomically(path, data, overwrite)
     except ImageWriteError:

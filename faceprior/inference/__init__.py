@@ -1,8 +1,8 @@
 """Fast inference: an optimised CPU forward for the GFP-GAN generators, and ONNX export.
 
     from faceprior.inference import optimize
-    fast = optimize(model)                        # model: a loaded GFPGANv1Clean or GFPGANBilinear
-    fast = optimize(model, dtype=torch.bfloat16)  # or dtype="auto": bfloat16 where the CPU has AMX / AVX512-BF16
+    fast = optimize(descriptor)                   # faceprior.resolve_model(...) of a GFPGANv1Clean or GFPGANBilinear
+    fast = optimize(descriptor, dtype=torch.bfloat16)  # or "auto": bfloat16 where the CPU has AMX / AVX512-BF16
     image, _ = fast(x, return_rgb=False, randomize_noise=False)
 
     from faceprior.inference import export_onnx
@@ -13,18 +13,7 @@ See docs/speed.md for what is done and the measured speed-ups.
 
 from __future__ import annotations
 
-from faceprior.inference.fast_gfpgan import (CompiledGFPGAN, FastGFPGAN, UnsupportedModelError, cpu_flags,
-                                             default_dtype, native_bf16_available, optimize)
+from faceprior.inference.fast_gfpgan import CompiledGFPGAN, FastGFPGAN, UnsupportedModelError, optimize
 from faceprior.inference.onnx_export import ExportError, export_onnx
 
-__all__ = [
-    "CompiledGFPGAN",
-    "ExportError",
-    "FastGFPGAN",
-    "UnsupportedModelError",
-    "cpu_flags",
-    "default_dtype",
-    "export_onnx",
-    "native_bf16_available",
-    "optimize",
-]
+__all__ = ["CompiledGFPGAN", "ExportError", "FastGFPGAN", "UnsupportedModelError", "export_onnx", "optimize"]

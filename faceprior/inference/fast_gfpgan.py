@@ -33,237 +33,33 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from faceprior.errors import FacepriorError
+from faceprior.hardware import default_dtype, mkldnn_available, native_bf16_available
+from faceprior.inference.ops import NEGATIVE_SLOPE, Ops, Workspace
+from faceprior.models.architecture import ArchitectureError
+from faceprior.models.descriptor import ModelDescriptor
+from faceprior.models.loading import describe_network
 
 __all__ = [
     "UnsupportedModelError",
     "FastGFPGAN",
     "CompiledGFPGAN",
     "clean_state_dict",
-    "cpu_flags",
-    "native_bf16_available",
-    "default_dtype",
     "optimize",
 ]
 
-NEGATIVE_SLOPE = 0.2
 SQRT2 = math.sqrt(2)
 DEMOD_EPS = 1e-8
 
 
-class UnsupportedModelError(TypeError):
+class UnsupportedModelError(FacepriorError, TypeError):
     """The network has no fast path (the caller should keep using the reference model). One line."""
-
-
-# ----------------------------------------------------------------------------------------------
-# CPU capabilities
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """The CPU feature flags of /proc/cpuinfo (e.g. 'avx512f', 'avx512_bf16', 'amx_bf16'); empty if unreadable."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def _mkldnn_available() -> bool:
-    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-
-def native_bf16_available() -> bool:
-    """True when oneDNN can run bfloat16 convolutions natively here (AMX-BF16 or AVX512-BF16)."""
-    flags = cpu_flags()
-    if not _mkldnn_available() or not ({"amx_bf16", "avx512_bf16"} & flags):
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True
-
-
-def default_dtype() -> torch.dtype:
-    """bfloat16 where the CPU computes it natively (see :func:`native_bf16_available`), else float32."""
-    return torch.bfloat16 if native_bf16_available() else torch.float32
-
-
-# ----------------------------------------------------------------------------------------------
-# Primitive operations: oneDNN fused ops into reused buffers, or plain PyTorch ops
-
-
-class Workspace:
-    """Large channels-last buffers reused from call to call (best fit by size, any shape and dtype).
-
-    A fresh large tensor costs page faults on first touch (the allocator returns big blocks to the
-    OS when they are freed), which costs more than the elementwise op that fills it. ``take``
-    returns a view of the smallest free block that fits (at most twice the size asked for) or of a
-    new block; ``give`` frees the block of a tensor from ``take`` (and ignores other tensors). After
-    the first call the blocks cover the largest set of buffers alive at once.
-    """
-
-    def __init__(self):
-        self.free: List[torch.Tensor] = []  # flat uint8 blocks, smallest first
-        self.used: Dict[int, torch.Tensor] = {}  # data_ptr of a taken view -> its block
-
-    def take(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised channels-last tensor of ``shape`` [B, C, H, W]."""
-        b, c, h, w = shape
-        nbytes = b * c * h * w * torch.finfo(dtype).bits // 8
-        index = next((i for i, block in enumerate(self.free) if nbytes <= block.numel() <= 2 * nbytes), None)
-        block = self.free.pop(index) if index is not None else torch.empty(nbytes, dtype=torch.uint8)
-        view = block[:nbytes].view(dtype).view(b, h, w, c).permute(0, 3, 1, 2)
-        self.used[view.data_ptr()] = block
-        return view
-
-    def give(self, *tensors: torch.Tensor) -> None:
-        """Free the blocks of tensors from :meth:`take`; the caller must hold no other reference to them."""
-        for t in tensors:
-            block = self.used.pop(t.data_ptr(), None)
-            if block is not None:
-                self.free.append(block)
-                self.free.sort(key=torch.Tensor.numel)
-
-    def nbytes(self) -> int:
-        """Bytes held in blocks (free and in use)."""
-        return sum(block.numel() for block in self.free + list(self.used.values()))
-
-
-_upsample_threads: Optional[ThreadPoolExecutor] = None
-
-
-def _upsample_band(x: torch.Tensor, out: torch.Tensor, rows: int, w: int) -> None:
-    # Worker threads do not inherit the caller's inference / no-grad mode (thread-local): enter the
-    # one that lets them write into ``out``.
-    with torch.inference_mode(out.is_inference()):
-        torch._C._nn.upsample_bilinear2d(x, [2 * rows, 2 * w], False, 2.0, 2.0, out=out)
-
-
-def upsample_into(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Bilinear x2 of x [B, C, h, w] (channels-last) into ``out`` [B, C, 2h, 2w], row bands in parallel.
-
-    PyTorch's channels-last bilinear kernel runs on one thread at batch 1, so with n intra-op
-    threads the output rows are cut into n bands, each computed by ``upsample_bilinear2d`` on its
-    input rows (plus one row below) from its own Python thread (the op releases the GIL). With the
-    explicit scale 2 every output row of a band is exact except the first of each band after the
-    first, which needs the input row above the band; those rows are recomputed at the end.
-    """
-    global _upsample_threads
-    b, c, h, w = x.shape
-    parts = min(torch.get_num_threads(), h // 2)
-    if b != 1 or parts < 2 or h % parts:
-        return torch._C._nn.upsample_bilinear2d(x, [2 * h, 2 * w], False, 2.0, 2.0, out=out)
-    if _upsample_threads is None:
-        _upsample_threads = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="faceprior-upsample")
-    rows = h // parts
-    jobs = [_upsample_threads.submit(_upsample_band, x[:, :, k * rows:min((k + 1) * rows + 1, h)],
-                                     out[:, :, 2 * k * rows:2 * (k + 1) * rows], rows, w)
-            for k in range(parts)]
-    for job in jobs:
-        job.result()
-    for k in range(1, parts):  # output row 2 k rows = 0.25 * x[k rows - 1] + 0.75 * x[k rows] (bilinear along w)
-        seam = torch._C._nn.upsample_bilinear2d(x[:, :, k * rows - 1:k * rows + 1], [4, 2 * w], False, 2.0, 2.0)
-        out[:, :, 2 * k * rows] = seam[:, :, 2]
-    return out
-
-
-# Feature maps smaller than POOL_MIN_BYTES come from the allocator, larger ones from the Workspace,
-# conv outputs included: for those, the zero fill + separate leaky ReLU that a pooled output needs
-# cost less than the page faults of a fresh tensor (the allocator hands large blocks back to the OS
-# and glibc's heap reuse is not dependable between calls): pooling conv outputs from 1 MiB instead
-# of 32 MiB made the full-size forward faster (docs/speed.md).
-POOL_MIN_BYTES = 1 << 20
-
-
-class Ops:
-    """The primitive operations of :class:`FastGFPGAN`, on channels-last feature maps [B, C, H, W].
-
-    ``fused=True`` (eager, oneDNN present): convolutions are ``torch.ops.mkldnn`` calls with the
-    bias and the leaky ReLU or a residual sum fused. Outputs of POOL_MIN_BYTES or more are
-    :class:`Workspace` buffers, zero-filled, that the conv adds into in place (then a separate
-    in-place leaky ReLU): cheaper than the page faults of a fresh tensor of that size on every call,
-    in float32 and bfloat16 alike, and it keeps the time per call steady.
-    ``fused=False``: plain ``F.conv2d`` / ``F.interpolate`` ... (for ``torch.compile``, ONNX export
-    and PyTorch builds without oneDNN); ``give`` is then a no-op.
-    """
-
-    def __init__(self, fused: bool, workspace: Optional[Workspace] = None):
-        self.fused = fused
-        self.ws = workspace if fused else None
-
-    def _buffer(self, shape: Sequence[int], dtype: torch.dtype) -> Optional[torch.Tensor]:
-        if self.ws is None or math.prod(shape) * torch.finfo(dtype).bits // 8 < POOL_MIN_BYTES:
-            return None
-        return self.ws.take(shape, dtype)
-
-    def buffer(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised channels-last tensor: reused if large, else freshly allocated."""
-        out = self._buffer(shape, dtype)
-        return torch.empty(tuple(shape), dtype=dtype, memory_format=torch.channels_last) if out is None else out
-
-    def give(self, *tensors: torch.Tensor) -> None:
-        """Hand buffers back for reuse; the caller must hold no other reference to them (views included)."""
-        if self.ws is not None:
-            self.ws.give(*tensors)
-
-    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding: int,
-             groups: int = 1, leaky_relu: bool = False) -> torch.Tensor:
-        """``[leaky_relu_0.2](conv2d(x, weight, bias))``, stride 1, padding ``k // 2``. -> [B, C_out, H, W]."""
-        if not self.fused:
-            out = F.conv2d(x, weight, bias, padding=padding, groups=groups)
-            return F.leaky_relu(out, NEGATIVE_SLOPE) if leaky_relu else out
-        b, _, h, w = x.shape
-        out = self._buffer((b, weight.shape[0], h, w), x.dtype)
-        if out is None:
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, [padding, padding], [1, 1], [1, 1], groups,
-                "leaky_relu" if leaky_relu else "none", [NEGATIVE_SLOPE] if leaky_relu else [], "")
-        out.zero_()
-        self.conv_add_(out, x, weight, bias, padding, groups)
-        return F.leaky_relu_(out, NEGATIVE_SLOPE) if leaky_relu else out
-
-    def conv_add_(self, out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  padding: int, groups: int = 1) -> torch.Tensor:
-        """``out += conv2d(x, weight, bias)`` in place (``out`` channels-last, same shape as the conv output)."""
-        if not self.fused:
-            return out.add_(F.conv2d(x, weight, bias, padding=padding, groups=groups))
-        return torch.ops.mkldnn._convolution_pointwise_.binary(
-            out, x, weight, bias, [padding, padding], [1, 1], [1, 1], groups, "add", None, None, [], None)
-
-    def upsample(self, x: torch.Tensor) -> torch.Tensor:
-        """Bilinear x2, ``align_corners=False`` (the reference's). [B, C, H, W] -> [B, C, 2H, 2W]."""
-        b, c, h, w = x.shape
-        out = self._buffer((b, c, 2 * h, 2 * w), x.dtype)
-        if out is None:
-            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return upsample_into(x, out)
-
-    def packed(self, cache: Dict[Tuple[int, ...], torch.Tensor], weight: torch.Tensor, x: torch.Tensor,
-               padding: int, groups: int = 1) -> torch.Tensor:
-        """``weight`` [C_out, C_in / groups, k, k] reordered once into oneDNN's blocked layout for inputs
-        shaped like x (kept in ``cache``, keyed by x's [C, H, W]); ``weight`` itself when not fused."""
-        if not self.fused:
-            return weight
-        key = tuple(x.shape[1:])
-        packed = cache.get(key)
-        if packed is None:
-            packed = cache[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                weight.to_mkldnn(), [padding, padding], [1, 1], [1, 1], groups, list(x.shape))
-        return packed
-
-    def downsample(self, x: torch.Tensor) -> torch.Tensor:
-        """Bilinear x0.5 with ``align_corners=False``, which is exactly the 2x2 mean. -> [B, C, H/2, W/2]."""
-        return F.avg_pool2d(x, 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -532,7 +328,7 @@ class FastGFPGAN(nn.Module):
                  input_is_latent: bool, sft_half: bool, dtype: torch.dtype = torch.float32,
                  input_modulation_max_res: int = 64, fused: Optional[bool] = None):
         super().__init__()
-        self.fused = _mkldnn_available() if fused is None else bool(fused and _mkldnn_available())
+        self.fused = mkldnn_available() if fused is None else bool(fused and mkldnn_available())
         self._workspaces: Dict[int, Workspace] = {}  # one per calling thread
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"FastGFPGAN: dtype must be torch.float32 or torch.bfloat16, got {dtype}")
@@ -721,43 +517,39 @@ class FastGFPGAN(nn.Module):
 # Building from a reference model
 
 
-def clean_state_dict(model: nn.Module) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(GFPGANv1Clean-layout float32 state dict, FastGFPGAN kwargs) of a reference generator.
+def clean_state_dict(model: Union[ModelDescriptor, nn.Module]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(GFPGANv1Clean-layout float32 state dict, FastGFPGAN kwargs) of a GFP-GAN generator.
 
-    Raises UnsupportedModelError (one line) for anything but GFPGANv1Clean and GFPGANBilinear.
+    ``model`` is a descriptor (or a network of a known architecture) whose architecture is
+    GFPGANv1Clean or has an exact GFPGANv1Clean equivalent (GFPGANBilinear). Raises
+    UnsupportedModelError (one line) for anything else.
     """
-    # Imported here so that importing faceprior.inference stays light.
-    from faceprior.models.gfpgan_bilinear import GFPGANBilinear
-    from faceprior.models.gfpgan_clean import GFPGANv1Clean
-    from faceprior.models.gfpgan_v1 import GFPGANv1
-
     if isinstance(model, (FastGFPGAN, CompiledGFPGAN)):
         raise UnsupportedModelError(f"the model is already a {type(model).__name__}")
-    if isinstance(model, GFPGANv1Clean):
-        sd = {k: v.detach().float() for k, v in model.state_dict().items()}
-    elif isinstance(model, GFPGANBilinear):
-        from faceprior.weights.loading import bilinear_to_clean_state_dict
-
-        sd = bilinear_to_clean_state_dict({k: v.detach().float() for k, v in model.state_dict().items()},
-                                          lr_mlp=model.stylegan_decoder.lr_mlp)
-    elif isinstance(model, GFPGANv1):
-        raise UnsupportedModelError("GFPGANv1 (the paper model, with FIR up/down-sampling) is not supported; "
-                                    "supported: GFPGANv1Clean, GFPGANBilinear")
-    else:
-        raise UnsupportedModelError(f"{type(model).__name__} is not supported; "
-                                    "supported: GFPGANv1Clean, GFPGANBilinear")
-    kwargs = dict(log_size=int(model.log_size), num_style_feat=int(model.num_style_feat),
-                  different_w=bool(model.different_w), input_is_latent=bool(model.input_is_latent),
-                  sft_half=bool(model.stylegan_decoder.sft_half))
-    return sd, kwargs
+    try:
+        descriptor = model if isinstance(model, ModelDescriptor) else describe_network(model)
+    except ArchitectureError as error:
+        raise UnsupportedModelError(str(error)) from None
+    state_dict = {k: v.detach().float() for k, v in descriptor.network.state_dict().items()}
+    options = dict(descriptor.options)
+    equivalent = descriptor.architecture.equivalent
+    if descriptor.arch != "GFPGANv1Clean":
+        if not descriptor.capabilities.fast_cpu or equivalent is None or equivalent[0] != "GFPGANv1Clean":
+            raise UnsupportedModelError(f"{descriptor.arch} is not supported; supported: GFPGANv1Clean, GFPGANBilinear")
+        state_dict, options = equivalent[1](state_dict, options)
+    kwargs = dict(log_size=int(math.log2(options["out_size"])), num_style_feat=int(options["num_style_feat"]),
+                  different_w=bool(options["different_w"]), input_is_latent=bool(options["input_is_latent"]),
+                  sft_half=bool(options["sft_half"]))
+    return state_dict, kwargs
 
 
-def optimize(model: nn.Module, dtype: Optional[torch.dtype | str] = torch.float32,
+def optimize(model: Union[ModelDescriptor, nn.Module], dtype: Optional[torch.dtype | str] = torch.float32,
              compile: bool = False) -> nn.Module:
     """A fast CPU inference module computing what ``model`` computes (see :class:`FastGFPGAN`).
 
     Args:
-        model: a loaded GFPGANv1Clean or GFPGANBilinear (its weights are copied; it is not changed).
+        model: the descriptor of a loaded GFPGANv1Clean or GFPGANBilinear, or the network itself (its
+            weights are copied; it is not changed).
         dtype: torch.float32 (the reference results to ~1e-5), torch.bfloat16 (about 4x faster with
             AMX / AVX512-BF16, ~50 dB PSNR), or ``"auto"`` / None: bfloat16 where the CPU computes it
             natively (:func:`native_bf16_available`), else float32. bfloat16 on a CPU without native

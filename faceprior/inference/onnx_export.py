@@ -1,4 +1,4 @@
-"""ONNX export of the GFP-GAN generators, and the ``faceprior export`` subcommand.
+"""ONNX export of the GFP-GAN generators (``faceprior export``).
 
 The exported graph is the inference function ``image = model(x, return_rgb=False,
 randomize_noise=False)[0]``: input ``"input"`` [N, 3, S, S] float32 in [-1, 1], output ``"image"``
@@ -16,23 +16,26 @@ onnxruntime are optional: ``pip install onnx onnxruntime`` (the export itself ne
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
-from faceprior.inference.fast_gfpgan import FastGFPGAN, Ops, UnsupportedModelError, clean_state_dict
+from faceprior.errors import FacepriorError
+from faceprior.inference.fast_gfpgan import FastGFPGAN, UnsupportedModelError, clean_state_dict
+from faceprior.inference.ops import Ops
+from faceprior.models.descriptor import ModelDescriptor
+from faceprior.models.loading import describe_network
 
-__all__ = ["ExportError", "OnnxGenerator", "export_onnx", "onnx_max_abs_diff", "add_export_command", "run_export"]
+__all__ = ["ExportError", "OnnxGenerator", "export_onnx", "onnx_max_abs_diff"]
 
 DEFAULT_OPSET = 17
 
 
-class ExportError(RuntimeError):
+class ExportError(FacepriorError, RuntimeError):
     """The model cannot be exported (one line naming the file or model and the reason)."""
 
 
@@ -42,7 +45,7 @@ class OnnxGenerator(nn.Module):
     Built from a GFPGANv1Clean or GFPGANBilinear; plain PyTorch ops only, all conv weights constant.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Union[ModelDescriptor, nn.Module]):
         super().__init__()
         sd, kwargs = clean_state_dict(model)
         self.net = FastGFPGAN(sd, dtype=torch.float32, fused=False,
@@ -52,12 +55,13 @@ class OnnxGenerator(nn.Module):
         return self.net._forward(Ops(False, None), x, return_rgb=False, randomize_noise=False)[0]
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = DEFAULT_OPSET, batch_size: int = 1,
+def export_onnx(model: Union[ModelDescriptor, nn.Module], path: str | os.PathLike, opset: int = DEFAULT_OPSET, batch_size: int = 1,
                 check: bool = False) -> Path:
     """Write ``model`` (a loaded GFPGANv1Clean or GFPGANBilinear) as an ONNX file.
 
     Args:
-        model: the reference generator (eval mode is used; its weights are read, not changed).
+        model: the descriptor of a GFPGANv1Clean or GFPGANBilinear generator, or the network itself
+            (eval mode is used; its weights are read, not changed).
         path: the .onnx file to write (parent folders are made).
         opset: ONNX opset version (>= 11 for bilinear ``Resize`` with half-pixel centres).
         batch_size: batch of the example input used for tracing (the batch axis stays dynamic).
@@ -103,48 +107,11 @@ def onnx_session(path: str | os.PathLike, num_threads: Optional[int] = None):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float:
-    """max |ORT(path)(x) - model(x, return_rgb=False, randomize_noise=False)[0]| for x [N, 3, S, S]."""
+def onnx_max_abs_diff(path: str | os.PathLike, model: Union[ModelDescriptor, nn.Module], x: torch.Tensor) -> float:
+    """max |ORT(path)(x) - the model's restoration with stored noise| for x [N, 3, S, S]."""
+    descriptor = model if isinstance(model, ModelDescriptor) else describe_network(model)
     session = onnx_session(path)
     out = session.run(["image"], {"input": x.float().numpy()})[0]
     with torch.no_grad():
-        ref = model(x, return_rgb=False, randomize_noise=False)[0]
+        ref = descriptor.restore(x, randomize_noise=False)
     return (torch.from_numpy(out) - ref.float()).abs().max().item()
-
-
-# ----------------------------------------------------------------------------------------------
-# faceprior export
-
-
-def add_export_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="export a restoration model to ONNX",
-        description="Write MODEL (registered name or checkpoint path; GFPGANv1Clean or GFPGANBilinear) as an "
-        "ONNX graph: input 'input' [N, 3, S, S] in [-1, 1], output 'image', dynamic batch, stored decoder noise.",
-    )
-    parser.add_argument("model", help="registered name (see `faceprior models`) or checkpoint path")
-    parser.add_argument("--format", default="onnx", choices=("onnx",), help="output format (only onnx)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version (default %(default)s)")
-    parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on a random batch")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
-    parser.set_defaults(run=run_export)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    # Imported here: faceprior.cli imports this module to list the command.
-    from faceprior.cli import CommandError
-    from faceprior.weights.loading import load_model
-
-    if args.output.exists() and not args.force:
-        raise CommandError(f"{args.output} exists; pass --force to overwrite it")
-    model = load_model(args.model)
-    try:
-        path = export_onnx(model, args.output, opset=args.opset, check=args.check)
-    except (ExportError, ImportError) as e:
-        raise CommandError(str(e)) from None
-    size = path.stat().st_size / 2**20
-    print(f"wrote {path}: {type(model).__name__}, {size:.1f} MiB, opset {args.opset}"
-          + (", onnxruntime check passed" if args.check else ""))
-    return 0

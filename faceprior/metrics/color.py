@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from faceprior.errors import FacepriorError
+
 # ITU-R BT.601 "studio swing" luma, as MATLAB's rgb2ycbcr: Y = 16 + (65.481 R + 128.553 G + 24.966 B)
 # for R, G, B in [0, 1]; Y in [16, 235].
 BT601_Y_WEIGHTS_RGB = (65.481, 128.553, 24.966)
@@ -24,7 +26,7 @@ BT601_Y_OFFSET = 16.0
 MATLAB_GRAY_WEIGHTS_RGB = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 
 
-class ImageInputError(ValueError):
+class ImageInputError(FacepriorError, ValueError):
     """An image given to a metric has the wrong shape, dtype or size."""
 
 

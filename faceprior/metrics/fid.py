@@ -16,7 +16,7 @@ Rule Converge to a Local Nash Equilibrium", NeurIPS 2017) with pytorch-fid's con
     pytorch-fid reads and writes (``--save-stats``).
   * Folders: the image files directly inside (not sub-folders) with the extensions pytorch-fid
     reads (bmp, jpg, jpeg, pgm, png, ppm, tif, tiff, webp; any letter case), sorted by name.
-    Files are decoded with ``faceprior.image_io.read_image`` (EXIF orientation applied, grey
+    Files are decoded with ``faceprior.imaging.io.read_image`` (EXIF orientation applied, grey
     expanded to RGB, 16-bit scaled to [0, 1]).
   * Feature cache: with ``cache_dir``, the features of a folder are kept in one ``.npz`` file per
     (folder, model) pair, keyed per image by file name, size and modification time, and by a
@@ -37,8 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from faceprior.errors import FacepriorError
+from faceprior.imaging.io import read_image
+from faceprior.imaging.pixels import to_float01
 from faceprior.metrics.availability import fetch_metric_weights
-from faceprior.models.inception import FID_INCEPTION_SHA256_PREFIX, FID_INCEPTION_URL, FIDInceptionV3
+from faceprior.models.inception import FIDInceptionV3
+from faceprior.models.loading import load_state_dict_strict
+from faceprior.weights.checkpoint import read_state_dict
 
 __all__ = [
     "FID_IMAGE_EXTENSIONS",
@@ -64,7 +69,7 @@ FID_IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff"
 ImageSource = Union[str, os.PathLike, Sequence[np.ndarray], torch.Tensor]
 
 
-class FIDInputError(ValueError):
+class FIDInputError(FacepriorError, ValueError):
     """Bad input to the FID functions (one line naming the file or array and the reason)."""
 
 
@@ -79,10 +84,7 @@ def load_fid_inception(device: str | torch.device = "cpu", cache_dir: str | os.P
     release) comes through the weight store and is checked against the SHA-256 prefix in its name.
     Raises ``MetricUnavailable`` when it cannot be obtained.
     """
-    from faceprior.weights.checkpoint import read_state_dict
-    from faceprior.weights.loading import load_state_dict_strict
-
-    path = fetch_metric_weights("FID", FID_INCEPTION_URL, sha256_prefix=FID_INCEPTION_SHA256_PREFIX, cache_dir=cache_dir)
+    path = fetch_metric_weights("FID", "fid-inception", cache_dir=cache_dir)
     model = FIDInceptionV3()
     load_state_dict_strict(model, read_state_dict(path), source=str(path))
     return model.eval().to(device)
@@ -192,8 +194,6 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def _read_float01(path: Path) -> np.ndarray:
-    from faceprior.image_io import read_image, to_float01
-
     return to_float01(read_image(path).pixels)
 
 

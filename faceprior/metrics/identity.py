@@ -25,7 +25,6 @@ dlib-id distance (offline alternative; a different network, not comparable to "D
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from dataclasses import dataclass
@@ -35,13 +34,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from faceprior.metrics.availability import MetricUnavailable, fetch_metric_weights, require_package
+from faceprior.metrics.availability import fetch_metric_weights, require_package
 from faceprior.metrics.color import ImageInputError, check_image
-from faceprior.models.arcface import ResNetArcFace
-from faceprior.training.losses import gray_resize_for_identity
+from faceprior.models.arcface import ResNetArcFace, gray_resize_for_identity
+from faceprior.models.loading import load_state_dict_strict
+from faceprior.weights.checkpoint import read_state_dict
 
 __all__ = [
-    "ARCFACE_URL",
     "DLIB_ID_THRESHOLD",
     "DlibIdentity",
     "IdentityDistance",
@@ -56,7 +55,6 @@ __all__ = [
     "rgb_image_to_uint8",
 ]
 
-ARCFACE_URL = "https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/arcface_resnet18.pth"
 ARCFACE_INPUT_SIZE = 128
 
 DLIB_ID_THRESHOLD = 0.6
@@ -78,10 +76,7 @@ class IdentityDistance:
 
 def load_arcface_identity(device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None) -> ResNetArcFace:
     """GFP-GAN's ArcFace (``arcface_resnet18.pth``) in eval mode; MetricUnavailable without the file."""
-    from faceprior.weights.checkpoint import read_state_dict
-    from faceprior.weights.loading import load_state_dict_strict
-
-    path = fetch_metric_weights("identity (ArcFace Deg.)", ARCFACE_URL, cache_dir=cache_dir)
+    path = fetch_metric_weights("identity (ArcFace Deg.)", "arcface-resnet18", cache_dir=cache_dir)
     model = ResNetArcFace(block="IRBlock", layers=(2, 2, 2, 2), use_se=False)
     load_state_dict_strict(model, read_state_dict(path), source=str(path))
     return model.eval().to(device)
@@ -145,23 +140,14 @@ def arcface_identity(img: np.ndarray, ref: np.ndarray, model: ResNetArcFace) -> 
 
 
 def dlib_model_paths() -> tuple[Path, Path]:
-    """(recognition model, 5-point shape predictor) from the installed ``face-recognition-models``.
+    """(recognition model, 5-point shape predictor) from the installed ``face-recognition-models``
+    (catalogue entries ``dlib-face-recognition`` and ``dlib-shape-predictor-5``).
 
     The package is located without importing it (its ``__init__`` needs setuptools'
     ``pkg_resources``). Raises MetricUnavailable when it or a file is missing.
     """
-    metric = "dlib-id distance"
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MetricUnavailable(
-            f"{metric}: needs the Python package face-recognition-models; install it with pip install 'faceprior[eval]'"
-        )
-    models = Path(list(spec.submodule_search_locations)[0]) / "models"
-    paths = (models / DLIB_RECOGNITION_MODEL, models / DLIB_SHAPE_PREDICTOR)
-    for path in paths:
-        if not path.is_file():
-            raise MetricUnavailable(f"{metric}: {path.name} is missing; put it at {path} (reinstall face-recognition-models)")
-    return paths
+    return (fetch_metric_weights("dlib-id distance", "dlib-face-recognition"),
+            fetch_metric_weights("dlib-id distance", "dlib-shape-predictor-5"))
 
 
 class DlibIdentity:

@@ -34,7 +34,7 @@ __all__ = ["face_landmarks", "landmark_distance", "load_landmark_detector"]
 def load_landmark_detector(device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None) -> MTCNN:
     """The MTCNN detector for LMD; MetricUnavailable (one line, where to put the files) without its weights."""
     try:
-        folder = mtcnn_weights_dir(cache_dir)
+        folder = mtcnn_weights_dir()
     except WeightsUnavailableError as error:
         raise MetricUnavailable(f"LMD: {error}") from None
     return MTCNN(weights_dir=folder, device=device)

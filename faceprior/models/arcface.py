@@ -15,7 +15,10 @@ from __future__ import annotations
 from typing import Optional, Sequence, Type, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from faceprior.models.architecture import Architecture, Shapes, indices
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -208,3 +211,38 @@ class ResNetArcFace(nn.Module):
         x = self.dropout(self.bn4(x))
         x = self.fc5(x.flatten(1))
         return self.bn5(x)
+
+
+def identity_gray(images: torch.Tensor) -> torch.Tensor:
+    """RGB [B, 3, H, W] -> gray [B, 1, H, W]: 0.2989 R + 0.5870 G + 0.1140 B (GFP-GAN's weights)."""
+    return (0.2989 * images[:, 0] + 0.5870 * images[:, 1] + 0.1140 * images[:, 2]).unsqueeze(1)
+
+
+def gray_resize_for_identity(images: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """RGB [B, 3, H, W] -> gray [B, 1, size, size]: 0.2989 R + 0.5870 G + 0.1140 B, then bilinear
+    resize (``align_corners=False``), as GFP-GAN's ``gray_resize_for_identity``. Range is kept."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"gray_resize_for_identity expects [B, 3, H, W] RGB, got {list(images.shape)}")
+    return F.interpolate(identity_gray(images), (size, size), mode="bilinear", align_corners=False)
+
+
+def _arcface_options(shapes: Shapes) -> dict:
+    layers = [len(indices(shapes, rf"layer{k}\.(\d+)\.conv1\.weight")) for k in (1, 2, 3, 4)]
+    if "layer1.0.bn0.weight" in shapes:
+        block = "IRBlock"
+    elif "layer1.0.conv3.weight" in shapes:
+        block = "Bottleneck"
+    else:
+        block = "BasicBlock"
+    use_se = any(k.startswith("layer1.0.se.") for k in shapes)
+    return dict(block=block, layers=layers, use_se=use_se)
+
+
+ARCHITECTURE = Architecture(
+    name="ResNetArcFace",
+    network=ResNetArcFace,
+    purpose="identity",
+    layout=lambda shapes: "layer1.0.conv1.weight" in shapes and "fc5.weight" in shapes,
+    options=_arcface_options,
+    description="ArcFace ResNet: identity embeddings (GFP-GAN's identity loss, the Deg metric)",
+)

@@ -14,14 +14,26 @@ Images are RGB in [-1, 1], ``[B, 3, out_size, out_size]``.
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Mapping, Optional
 
-from faceprior.models.gfpgan_decoder import SFTDecoderMixin
+import torch
+
+from faceprior.models.architecture import Architecture, ArchitectureError
+from faceprior.models.gfpgan_decoder import (
+    DEFAULT_LR_MLP,
+    GFPGAN_CAPABILITIES,
+    SFTDecoderMixin,
+    gfpgan_layout,
+    gfpgan_network_options,
+    gfpgan_options,
+    restore_faces,
+)
 from faceprior.models.gfpgan_v1 import GFPGANv1
 from faceprior.models.stylegan2 import StyleGAN2Generator
 from faceprior.models.stylegan2_bilinear import ResBlock, StyleGAN2GeneratorBilinear
 
-__all__ = ["StyleGAN2GeneratorBilinearSFT", "GFPGANBilinear"]
+__all__ = ["StyleGAN2GeneratorBilinearSFT", "GFPGANBilinear", "bilinear_to_clean_state_dict", "ARCHITECTURE"]
 
 
 class StyleGAN2GeneratorBilinearSFT(SFTDecoderMixin, StyleGAN2GeneratorBilinear):
@@ -86,3 +98,94 @@ class GFPGANBilinear(GFPGANv1):
         return StyleGAN2GeneratorBilinearSFT(out_size=out_size, num_style_feat=num_style_feat, num_mlp=num_mlp,
                                              channel_multiplier=channel_multiplier, lr_mlp=lr_mlp, narrow=narrow,
                                              sft_half=sft_half)
+
+
+# ----------------------------------------------------------------------------------------------
+# GFPGANBilinear -> GFPGANv1Clean: the same function with plain layers
+
+
+def bilinear_to_clean_state_dict(state_dict: Mapping[str, torch.Tensor], lr_mlp: float = DEFAULT_LR_MLP) -> dict[str, torch.Tensor]:
+    """Convert GFPGANBilinear weights to the GFPGANv1Clean layout (same function, plain layers).
+
+    This is the mapping of the official ``scripts/convert_gfpganv_to_clean.py``: GFPGANBilinear
+    uses equalized-learning-rate layers (weights scaled by 1/sqrt(fan_in) at run time, MLP also by
+    ``lr_mlp``) and fused leaky ReLUs (output times sqrt(2)); GFPGANv1Clean uses plain layers, so
+    those factors are folded into the weights and biases, and a few keys are renamed. Both
+    networks up-sample bilinearly, so the converted model computes the same outputs up to float
+    rounding. GFPGANv1 (the paper model) up-samples with an FIR filter instead and has no exact
+    GFPGANv1Clean equivalent; do not convert it.
+    """
+    sqrt2 = math.sqrt(2)
+    converted: dict[str, torch.Tensor] = {}
+
+    def fan_in_scale(weight: torch.Tensor) -> float:
+        # 1 / sqrt(fan_in): a conv weight [out, in, k, k] / modulated [1, out, in, k, k] / linear [out, in].
+        return 1 / math.sqrt(math.prod(weight.shape[-3:]) if weight.dim() >= 4 else weight.shape[1])
+
+    for name, value in state_dict.items():
+        parts = name.split(".")
+        if name.startswith("stylegan_decoder."):
+            if parts[1] == "style_mlp":  # EqualLinear(lr_mul, fused lrelu) i -> nn.Linear at 2i - 1
+                new_name = f"stylegan_decoder.style_mlp.{int(parts[2]) * 2 - 1}.{parts[3]}"
+                factor = lr_mlp * sqrt2 * (fan_in_scale(value) if parts[3] == "weight" else 1)
+                converted[new_name] = value * factor
+            elif "modulation" in parts:  # EqualLinear (lr_mul 1) -> nn.Linear
+                converted[name] = value * fan_in_scale(value) if parts[-1] == "weight" else value.clone()
+            elif "modulated_conv" in parts:  # the modulated conv weight [1, out, in, k, k]
+                converted[name] = value * fan_in_scale(value)
+            elif parts[1] in ("style_conv1", "style_convs") and "activate" in parts:  # FusedLeakyReLU bias
+                new_name = ".".join(p for p in parts if p != "activate")
+                converted[new_name] = (value * sqrt2).view(1, -1, 1, 1)
+            elif parts[1] in ("style_conv1", "style_convs") and parts[-1] == "weight":  # noise strength
+                converted[name] = value * sqrt2
+            else:  # constant input, to-RGB biases, noise buffers
+                converted[name] = value.clone()
+        elif parts[0] in ("conv_body_first", "final_conv"):  # EqualConv2d + FusedLeakyReLU
+            weight_or_bias = parts[-1]
+            factor = sqrt2 * (fan_in_scale(value) if weight_or_bias == "weight" else 1)
+            converted[f"{parts[0]}.{weight_or_bias}"] = value * factor
+        elif parts[0] in ("conv_body_down", "conv_body_up"):
+            block, index, layer, weight_or_bias = parts[0], parts[1], parts[2], parts[-1]
+            new_name = f"{block}.{index}.{layer}.{weight_or_bias}"
+            if layer == "skip":  # the residual sum's 1/sqrt(2) is folded into the skip conv
+                converted[new_name] = value * fan_in_scale(value) / sqrt2
+            else:
+                factor = fan_in_scale(value) if weight_or_bias == "weight" else 1.0
+                if layer == "conv1":  # conv1's fused leaky ReLU gain
+                    factor *= sqrt2
+                converted[new_name] = value * factor
+        elif parts[0] == "toRGB" or parts[0] == "final_linear":
+            converted[name] = value * fan_in_scale(value) if parts[-1] == "weight" else value.clone()
+        elif parts[0] in ("condition_scale", "condition_shift"):
+            layer, weight_or_bias = parts[2], parts[3]
+            factor = fan_in_scale(value) if weight_or_bias == "weight" else 1.0
+            if layer == "0":  # first conv is followed by a fused leaky ReLU
+                factor *= sqrt2
+            converted[name] = value * factor
+        else:
+            raise ArchitectureError(f"unexpected key {name!r} in a GFPGANBilinear state dict")
+    return converted
+
+
+def _to_clean(state_dict: dict, options: dict) -> tuple[dict, dict]:
+    """(GFPGANv1Clean state dict, GFPGANv1Clean options) computing what a GFPGANBilinear computes."""
+    clean_options = {k: v for k, v in options.items() if k != "lr_mlp"}
+    return bilinear_to_clean_state_dict(state_dict, lr_mlp=options.get("lr_mlp", DEFAULT_LR_MLP)), clean_options
+
+
+ARCHITECTURE = Architecture(
+    name="GFPGANBilinear",
+    network=GFPGANBilinear,
+    purpose="restoration",
+    layout=lambda shapes: gfpgan_layout(shapes, plain_first_conv=False),
+    detect=lambda shapes: gfpgan_layout(shapes, plain_first_conv=False)
+    and gfpgan_options("GFPGANv1", shapes)["channel_multiplier"] != 1,  # see GFPGANv1's ARCHITECTURE
+    options=lambda shapes: gfpgan_options("GFPGANBilinear", shapes),
+    options_of_network=gfpgan_network_options("GFPGANBilinear"),
+    face_size=lambda options: options["out_size"],
+    restore=restore_faces,
+    capabilities=GFPGAN_CAPABILITIES,  # through its exact GFPGANv1Clean form
+    equivalent=("GFPGANv1Clean", _to_clean),
+    weights_license="Apache-2.0 (the GFPGAN releases)",
+    description="GFP-GAN, bilinear architecture: equalized layers, bilinear resampling (GFPGANer(arch='bilinear'))",
+)

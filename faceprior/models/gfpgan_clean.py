@@ -36,13 +36,23 @@ from torch import nn
 
 # load_decoder_checkpoint and channel_split_sft (= apply_sft) were first defined here; they stay
 # importable from this module.
-from faceprior.models.gfpgan_decoder import (SFTDecoderMixin, apply_sft, load_and_fix_decoder,
-                                             load_decoder_checkpoint)
+from faceprior.models.architecture import Architecture
+from faceprior.models.gfpgan_decoder import (
+    GFPGAN_CAPABILITIES,
+    SFTDecoderMixin,
+    apply_sft,
+    gfpgan_layout,
+    gfpgan_network_options,
+    gfpgan_options,
+    load_and_fix_decoder,
+    load_decoder_checkpoint,
+    restore_faces,
+)
 from faceprior.models.stylegan2 import log2_out_size, stylegan2_channels
 from faceprior.models.stylegan2_clean import StyleGAN2GeneratorClean
 
 __all__ = ["channel_split_sft", "StyleGAN2GeneratorCSFT", "ResBlock", "load_decoder_checkpoint", "GFPGANv1Clean",
-           "without_decoder_noise"]
+           "without_decoder_noise", "ARCHITECTURE", "RELEASED_OPTIONS"]
 
 channel_split_sft = apply_sft
 
@@ -275,3 +285,22 @@ class GFPGANv1Clean(nn.Module):
         if self.input_gate is not None:
             image = torch.lerp(image, x.to(image.dtype), self.input_gate(latent_feat, feat).to(image.dtype))
         return image, out_rgbs
+
+
+#: The configuration of the released GFPGAN v1.2 / v1.3 / v1.4 (``GFPGANer(arch='clean', channel_multiplier=2)``).
+RELEASED_OPTIONS = dict(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
+                        num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
+
+ARCHITECTURE = Architecture(
+    name="GFPGANv1Clean",
+    network=GFPGANv1Clean,
+    purpose="restoration",
+    layout=lambda shapes: gfpgan_layout(shapes, plain_first_conv=True),
+    options=lambda shapes: gfpgan_options("GFPGANv1Clean", shapes),
+    options_of_network=gfpgan_network_options("GFPGANv1Clean"),
+    face_size=lambda options: options["out_size"],
+    restore=restore_faces,
+    capabilities=GFPGAN_CAPABILITIES,
+    weights_license="Apache-2.0 (the GFPGAN releases)",
+    description="GFP-GAN, clean architecture (plain PyTorch ops): GFPGAN v1.2, v1.3, v1.4",
+)

@@ -30,12 +30,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceprior.models.gfpgan_decoder import SFTDecoderMixin, apply_sft, load_and_fix_decoder
+from faceprior.models.architecture import Architecture, Capabilities
+from faceprior.models.gfpgan_decoder import (
+    SFTDecoderMixin,
+    apply_sft,
+    gfpgan_layout,
+    gfpgan_network_options,
+    gfpgan_options,
+    load_and_fix_decoder,
+    restore_faces,
+)
 from faceprior.models.ops import FusedLeakyReLU
-from faceprior.models.stylegan2 import (DEFAULT_RESAMPLE_KERNEL, ConvLayer, EqualConv2d, EqualLinear, ResBlock,
-                                        ScaledLeakyReLU, StyleGAN2Generator, log2_out_size, stylegan2_channels)
+from faceprior.models.stylegan2 import (
+    DEFAULT_RESAMPLE_KERNEL,
+    ConvLayer,
+    EqualConv2d,
+    EqualLinear,
+    ResBlock,
+    ScaledLeakyReLU,
+    StyleGAN2Generator,
+    log2_out_size,
+    stylegan2_channels,
+)
 
 __all__ = [
+    "ARCHITECTURE",
+    "COMPONENT_DISCRIMINATOR_ARCHITECTURE",
     "apply_sft",
     "StyleGAN2GeneratorSFT",
     "ConvUpLayer",
@@ -279,3 +299,35 @@ class FacialComponentDiscriminator(nn.Module):
         if feats is not None:
             feats.append(feat)
         return self.final_conv(feat), feats
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognising state dicts (faceprior.models.ARCHITECTURES)
+
+ARCHITECTURE = Architecture(
+    name="GFPGANv1",
+    network=GFPGANv1,
+    purpose="restoration",
+    layout=lambda shapes: gfpgan_layout(shapes, plain_first_conv=False),
+    # GFPGANv1 and GFPGANBilinear have identical keys and shapes for the same options; the released
+    # files differ by channel multiplier (GFPGANv1.pth: 1; GFPGANer's bilinear configuration: 2), so
+    # automatic recognition reads multiplier 1 as GFPGANv1 (pass arch= to override).
+    detect=lambda shapes: gfpgan_layout(shapes, plain_first_conv=False)
+    and gfpgan_options("GFPGANv1", shapes)["channel_multiplier"] == 1,
+    options=lambda shapes: gfpgan_options("GFPGANv1", shapes),
+    options_of_network=gfpgan_network_options("GFPGANv1"),
+    face_size=lambda options: options["out_size"],
+    restore=restore_faces,
+    capabilities=Capabilities(stochastic=True),  # FIR resampling: no fast path, no ONNX export
+    weights_license="Apache-2.0 (the GFPGAN releases)",
+    description="GFP-GAN v1, the paper model: equalized layers and FIR resampling (GFPGANv1.pth)",
+)
+
+COMPONENT_DISCRIMINATOR_ARCHITECTURE = Architecture(
+    name="FacialComponentDiscriminator",
+    network=FacialComponentDiscriminator,
+    purpose="discriminator",
+    layout=lambda shapes: "conv5.0.weight" in shapes and "final_conv.0.weight" in shapes,
+    options=lambda shapes: {},
+    description="facial-component (eye, mouth) discriminator of GFP-GAN's component loss",
+)

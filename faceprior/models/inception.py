@@ -25,16 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "FID_INCEPTION_SHA256_PREFIX",
-    "FID_INCEPTION_URL",
-    "FIDInceptionV3",
-]
-
-FID_INCEPTION_URL = (
-    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
-)
-FID_INCEPTION_SHA256_PREFIX = "6726825d"
+__all__ = ["FIDInceptionV3"]
 
 Kernel = Union[int, tuple[int, int]]
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from faceprior.models.architecture import Architecture, ArchitectureError, Shapes, indices, require
+
 # Pixel-unshuffle factor applied to the input for each supported output scale.
 UNSHUFFLE_FACTOR = {4: 1, 2: 2, 1: 4}
 
@@ -120,7 +122,7 @@ def upsample_tiled(
     """Run an upsampler on a large image tile by tile, as Real-ESRGAN's ``RealESRGANer`` does.
 
     This is the one tiled-inference routine of the package: the background upsampler
-    (``faceprior.face.background.NetworkUpsampler``) runs its network through it.
+    (``faceprior.restoration.upsampling.NetworkUpsampler``) runs its network through it.
 
     Args:
         model: maps [B, C, h, w] -> [B, C', h * scale, w * scale] (e.g. :class:`RRDBNet`).
@@ -182,3 +184,34 @@ def upsample_tiled(
                 ]
     return output[:, :, : height * scale, : width * scale]
 
+
+
+def _rrdbnet_options(shapes: Shapes) -> dict:
+    what = "RRDBNet"
+    first = require(shapes, "conv_first.weight", what)
+    num_out_ch = require(shapes, "conv_last.weight", what)[0]
+    # conv_first takes num_in_ch * r * r channels (pixel-unshuffle by r = 1, 2, 4 for scale 4, 2, 1).
+    # Real-ESRGAN models have num_in_ch == num_out_ch, which fixes r.
+    scale_by_unshuffle_area = {1: 4, 4: 2, 16: 1}
+    ratio = first[1] / num_out_ch
+    if ratio not in scale_by_unshuffle_area:
+        raise ArchitectureError(f"{what}: conv_first takes {first[1]} channels for {num_out_ch} output channels; cannot tell the scale")
+    return dict(
+        num_in_ch=num_out_ch,
+        num_out_ch=num_out_ch,
+        scale=scale_by_unshuffle_area[int(ratio)],
+        num_feat=first[0],
+        num_block=len(indices(shapes, r"body\.(\d+)\.rdb1\.conv1\.weight")),
+        num_grow_ch=require(shapes, "body.0.rdb1.conv1.weight", what)[0],
+    )
+
+
+ARCHITECTURE = Architecture(
+    name="RRDBNet",
+    network=RRDBNet,
+    purpose="upsampler",
+    layout=lambda shapes: "conv_first.weight" in shapes and "body.0.rdb1.conv1.weight" in shapes,
+    options=_rrdbnet_options,
+    value_range=(0.0, 1.0),
+    description="ESRGAN / Real-ESRGAN super-resolution network (background upsampling)",
+)

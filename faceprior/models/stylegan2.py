@@ -32,12 +32,23 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceprior.models.architecture import (
+    Architecture,
+    ArchitectureError,
+    Capabilities,
+    Shapes,
+    channel_multiplier_of,
+    indices,
+    plain_number,
+    require,
+)
 from faceprior.models.ops import FusedLeakyReLU, fused_leaky_relu, make_fir_kernel, upfirdn2d
 
 __all__ = [
@@ -61,6 +72,9 @@ __all__ = [
     "ResBlock",
     "minibatch_stddev",
     "StyleGAN2Discriminator",
+    "stylegan2_generator_options",
+    "GENERATOR_ARCHITECTURE",
+    "DISCRIMINATOR_ARCHITECTURE",
 ]
 
 # 1-D taps of the FIR low-pass filter used around every 2x resampling (made 2-D and normalised
@@ -729,3 +743,72 @@ class StyleGAN2Discriminator(nn.Module):
         out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)
         out = self.final_conv(out)
         return self.final_linear(out.view(out.shape[0], -1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Recognising state dicts (faceprior.models.ARCHITECTURES)
+
+
+def stylegan2_generator_options(shapes: Shapes, prefix: str, default_multiplier: float) -> dict:
+    """out_size, num_style_feat, num_mlp, channel_multiplier and narrow of a StyleGAN2 generator
+    whose keys start with ``prefix`` (e.g. "stylegan_decoder." inside GFP-GAN), read off the shapes:
+    out_size from the number of noise buffers, narrow from the 4x4 channels, channel_multiplier
+    from the channels at 64 px (``default_multiplier`` below 64 px, where it changes no shape)."""
+    what = f"StyleGAN2 decoder ({prefix or 'no prefix'})"
+    noise_ids = indices(shapes, re.escape(prefix) + r"noises\.noise(\d+)")
+    if not noise_ids or noise_ids != list(range(len(noise_ids))) or len(noise_ids) % 2 == 0:
+        raise ArchitectureError(f"{what}: the noise buffers {prefix}noises.noise<i> are missing or not 1, 3, 5, ... in number")
+    log_size = (len(noise_ids) - 1) // 2 + 2
+    narrow = require(shapes, prefix + "constant_input.weight", what)[1] / 512
+    modulation = require(shapes, prefix + "style_conv1.modulated_conv.modulation.weight", what)
+    channels_64 = None
+    if log_size >= 6:  # style_convs[2 * (i - 3)] outputs the channels of resolution 2**i; 64 px is i = 6
+        channels_64 = require(shapes, prefix + "style_convs.6.modulated_conv.weight", what)[1]
+    return dict(
+        out_size=2**log_size,
+        num_style_feat=modulation[1],
+        num_mlp=len(indices(shapes, re.escape(prefix) + r"style_mlp\.(\d+)\.weight")),
+        channel_multiplier=channel_multiplier_of(channels_64, narrow, default_multiplier),
+        narrow=plain_number(narrow),
+    )
+
+
+def _discriminator_options(shapes: Shapes) -> dict:
+    what = "StyleGAN2Discriminator"
+    blocks = indices(shapes, r"conv_body\.(\d+)\.conv1\.0\.weight")
+    if not blocks or blocks != list(range(1, len(blocks) + 1)):
+        raise ArchitectureError(f"{what}: the residual blocks conv_body.1 ... are missing or not numbered consecutively")
+    log_size = len(blocks) + 2  # one down-sampling block per halving from out_size to 4
+    # channels[out_size] is conv_body.0's output, block j outputs channels[out_size / 2**j].
+    channels = {2**log_size: require(shapes, "conv_body.0.0.weight", what)[0]}
+    for j in blocks:
+        channels[2 ** (log_size - j)] = require(shapes, f"conv_body.{j}.conv2.1.weight", what)[0]
+    narrow = channels[4] / 512
+    return dict(
+        out_size=2**log_size,
+        channel_multiplier=channel_multiplier_of(channels.get(64), narrow, 2),
+        resample_kernel=DEFAULT_RESAMPLE_KERNEL,
+        stddev_group=4,
+        narrow=plain_number(narrow),
+    )
+
+
+GENERATOR_ARCHITECTURE = Architecture(
+    name="StyleGAN2Generator",
+    network=StyleGAN2Generator,
+    purpose="generator",
+    layout=lambda shapes: "constant_input.weight" in shapes and "style_conv1.activate.bias" in shapes,
+    options=lambda shapes: {**stylegan2_generator_options(shapes, "", 2),
+                            "resample_kernel": DEFAULT_RESAMPLE_KERNEL, "lr_mlp": 0.01},
+    capabilities=Capabilities(stochastic=True),
+    description="StyleGAN2 generator with FIR resampling (basicsr): the paper model's generative prior",
+)
+
+DISCRIMINATOR_ARCHITECTURE = Architecture(
+    name="StyleGAN2Discriminator",
+    network=StyleGAN2Discriminator,
+    purpose="discriminator",
+    layout=lambda shapes: "conv_body.0.0.weight" in shapes and "final_linear.1.weight" in shapes,
+    options=_discriminator_options,
+    description="StyleGAN2 residual discriminator (basicsr): GFP-GAN's adversarial loss",
+)

@@ -27,9 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceprior.models.stylegan2 import NormStyleCode, StyleGAN2Generator, inject_noise, modulate_weight
+from faceprior.models.architecture import Architecture, Capabilities
+from faceprior.models.stylegan2 import (
+    NormStyleCode,
+    StyleGAN2Generator,
+    inject_noise,
+    modulate_weight,
+    stylegan2_generator_options,
+)
 
-__all__ = ["ModulatedConv2d", "StyleConv", "ToRGB", "StyleGAN2GeneratorClean"]
+__all__ = ["ModulatedConv2d", "StyleConv", "ToRGB", "StyleGAN2GeneratorClean", "ARCHITECTURE"]
 
 
 def kaiming_normal_linear_(layer: nn.Linear, bias_fill: float, negative_slope: float,
@@ -196,3 +203,14 @@ class StyleGAN2GeneratorClean(StyleGAN2Generator):
     def _make_to_rgb(self, in_channels: int, upsample: bool) -> nn.Module:
         """A clean ``ToRGB``; ``upsample`` doubles the RGB skip (bilinear)."""
         return ToRGB(in_channels, self.num_style_feat, upsample=upsample)
+
+
+ARCHITECTURE = Architecture(
+    name="StyleGAN2GeneratorClean",
+    network=StyleGAN2GeneratorClean,
+    purpose="generator",
+    layout=lambda shapes: "constant_input.weight" in shapes and "style_conv1.bias" in shapes,
+    options=lambda shapes: stylegan2_generator_options(shapes, "", 2),
+    capabilities=Capabilities(stochastic=True),
+    description="StyleGAN2 generator with plain ops and bilinear resampling: the prior of GFP-GAN v1.3 / v1.4",
+)

@@ -23,13 +23,14 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
+from faceprior.models.architecture import load_state_dict_strict
+from faceprior.weights.checkpoint import CheckpointError, read_state_dict
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "VGG16_CONFIG",
     "VGG19_CONFIG",
-    "VGG19_SHA256_PREFIX",
-    "VGG19_URL",
     "VGG16Features",
     "VGG19Features",
     "VGGFeatures",
@@ -38,11 +39,6 @@ __all__ = [
     "vgg19_layer_names",
     "vgg_layer_names",
 ]
-
-# torchvision's ImageNet weights of vgg19 (the file basicsr's perceptual loss loads). The registry
-# entry of the weight store holds the full checksum; the file name carries its first 8 hex digits.
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-VGG19_SHA256_PREFIX = "dcbb9e9d"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,10 +161,6 @@ def load_vgg_weights(model: VGGFeatures, path: Union[str, os.PathLike]) -> None:
     Strict on the ``features.*`` keys and shapes. Raises ``CheckpointError`` (unreadable file or no
     ``features.*`` tensors) or ``ArchitectureError`` (keys/shapes do not fit), one line naming the file.
     """
-    # Imported here: faceprior.weights.loading imports faceprior.models.
-    from faceprior.weights.checkpoint import CheckpointError, read_state_dict
-    from faceprior.weights.loading import load_state_dict_strict
-
     state_dict = read_state_dict(path)
     features = {k: v for k, v in state_dict.items() if k.startswith("features.")}
     if not features:

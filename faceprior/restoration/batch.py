@@ -22,7 +22,7 @@ from typing import Iterable, Optional, Sequence, TextIO
 
 import numpy as np
 
-from faceprior.image_io import (
+from faceprior.imaging.io import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     ImageWriteError,
@@ -31,7 +31,7 @@ from faceprior.image_io import (
     read_image,
     write_image,
 )
-from faceprior.restorer import FaceRestorer, PreparedPhoto, Result
+from faceprior.restoration.restorer import FaceRestorer, PreparedPhoto, Result
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # What a bad input can raise anywhere from decoding to writing: reported per file, the batch goes on.

@@ -6,7 +6,7 @@
     align    (faceprior.face.align)                -> S x S crops in the model's template
     model    (faceprior.models, via load_model)    -> restored S x S crops, in batches
     paste    (faceprior.face.paste)                -> soft-masked blend into the photo
-    upscale  (faceprior.face.background)           -> background enlarged by any factor >= 1
+    upscale  (faceprior.restoration.upsampling)     -> background enlarged by any factor >= 1
 
 Images are RGB numpy arrays (uint8, uint16 or float in [0, 1]); the result has the input's
 dtype. Everything is deterministic by default: the StyleGAN2 decoder uses its stored noise.
@@ -16,125 +16,131 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from faceprior.errors import FacepriorError
 from faceprior.face.align import estimate_similarity, warp_affine
-from faceprior.face.background import LanczosUpsampler, Upsampler, make_realesrgan_upsampler, upscale_lanczos
+from faceprior.face.mtcnn import MTCNN
+from faceprior.face.parsing import make_parsing_masker
 from faceprior.face.paste import paste_faces
+from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
-from faceprior.image_io import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
-from faceprior.weights.loading import load_model
-from faceprior.weights.registry import MODELS, cached_models, registered_path
+from faceprior.hardware import native_bf16_available
+from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
+from faceprior.imaging.resize import upscale_lanczos
+from faceprior.inference.fast_gfpgan import optimize
+from faceprior.models.descriptor import ModelDescriptor
+from faceprior.models.loading import ModelSpec, resolve_model
+from faceprior.restoration.upsampling import LanczosUpsampler, Upsampler, make_upsampler
+from faceprior.weights.catalogue import CATALOGUE, entries, get_entry, is_present, local_path
 
-ModelSpec = Union[str, Path, nn.Module, None]
-
-# Preference order when no model is named: newest official release first.
-# The official models first (best first), then the small model that ships inside the package.
+# When no model is named: the official releases (best first), then the small model that ships
+# inside the package.
 MODEL_PREFERENCE = ("gfpgan-1.4", "gfpgan-1.3", "gfpgan-1.2", "gfpgan-1", "faceprior-256")
 
 # Faces whose eyes are closer than this many pixels are ignored (facexlib's eye_dist_threshold).
 MIN_EYE_DISTANCE = 5.0
 
 
-class NoModelError(RuntimeError):
+class NoModelError(FacepriorError, RuntimeError):
     """No restoration model is available; the message says what to put where."""
 
 
 @dataclass
 class ModelChoice:
-    """A restoration network and the face framing it expects.
+    """The restoration model a restorer uses, the face framing it is fed, and why it was chosen.
 
-    model: maps [B, 3, S, S] in [-1, 1] to ([B, 3, S, S] in about [-1, 1], ...).
-    name: registered name or file path, for messages and reports.
-    input_size: S. template: [5, 2] landmark positions in the S x S input.
-    reason: why this model was chosen (shown to the user).
+    descriptor: the model (:class:`~faceprior.models.descriptor.ModelDescriptor`).
+    template: [5, 2] landmark positions (x, y) of the aligned face, in its S x S input.
+    reason: why this model and framing (shown to the user).
     """
 
-    model: nn.Module
-    name: str
-    input_size: int
+    descriptor: ModelDescriptor
     template: np.ndarray
     reason: str
 
+    @property
+    def model(self) -> nn.Module:
+        return self.descriptor.network
 
-def model_input_size(model: nn.Module) -> int:
-    """Side S of the square faces a GFP-GAN network takes (2 ** log_size for the GFP-GAN classes)."""
-    if hasattr(model, "log_size"):
-        return 2 ** int(model.log_size)
-    return int(getattr(model, "out_size", 512))
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    @property
+    def input_size(self) -> int:
+        return int(self.descriptor.face_size)
 
 
-def choose_model(spec: ModelSpec = None, device: str | torch.device = "cpu",
+def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = "cpu",
                  cache_dir: Optional[str] = None, template: Optional[str] = None) -> ModelChoice:
-    """Resolve ``spec`` (registered name, file path, a ready nn.Module, or None) to a model.
+    """Resolve ``spec`` (catalogue name, file path, URL, nn.Module, ModelDescriptor, or None) to a
+    restoration model.
 
-    None picks the best registered model present (MODEL_PREFERENCE order: official models in the
+    None picks the best restoration model present (MODEL_PREFERENCE order: official models in the
     weight cache, else the model bundled with the package); without any, NoModelError says which
     file to put where. ``template`` names the face framing (a key of ``TEMPLATES``: "ffhq",
-    "celeba-hq"); None: the registered model's own, "ffhq" for files and modules.
+    "celeba-hq"); None: the catalogue entry's own, "ffhq" for other files and modules.
     """
     if template is not None:
         check_template_name(template)  # fail before any model is loaded
-    if isinstance(spec, nn.Module):
-        return _unregistered_choice(spec.eval(), type(spec).__name__, "model object passed in", template)
     if spec is None:
-        present = cached_models(cache_dir)
         for name in MODEL_PREFERENCE:
-            if name not in present:
+            entry = get_entry(name)
+            if not is_present(entry, cache_dir):
                 continue
-            if MODELS[name].bundled:
-                best = registered_path(MODELS[MODEL_PREFERENCE[0]], cache_dir)
+            if entry.bundled:
+                best = local_path(get_entry(MODEL_PREFERENCE[0]), cache_dir)
                 reason = (f"bundled default model: no official model in the weight cache (put {best.name} at {best} "
                           "for sharper results)")
             else:
-                reason = f"best registered model in the cache ({present[name]})"
-            return _registered_choice(name, device, cache_dir, reason, template)
-        wanted = registered_path(MODELS[MODEL_PREFERENCE[0]], cache_dir)
-        raise NoModelError(
-            f"no restoration model available: put {wanted.name} ({MODELS[MODEL_PREFERENCE[0]].url}) at {wanted}, "
-            f"or pass --model NAME|PATH (registered: {', '.join(MODELS)})")
-    text = str(spec)
-    if text in MODELS:
-        return _registered_choice(text, device, cache_dir, "named on the command line", template)
-    model = load_model(text, device=device, cache_dir=cache_dir)
-    return _unregistered_choice(model, text, "file named on the command line", template)
+                reason = f"best restoration model in the weight cache ({local_path(entry, cache_dir)})"
+            return _choice(resolve_model(name, device=device, cache_dir=cache_dir), reason, template)
+        best = get_entry(MODEL_PREFERENCE[0])
+        wanted = local_path(best, cache_dir)
+        names = ", ".join(entry.name for entry in entries("restoration"))
+        raise NoModelError(f"no restoration model available: put {wanted.name} ({best.url}) at {wanted}, "
+                           f"or pass --model NAME|PATH (restoration models: {names})")
+    if isinstance(spec, (nn.Module, ModelDescriptor)):
+        reason = "model object passed in"
+    elif isinstance(spec, str) and spec in CATALOGUE:
+        reason = "named on the command line"
+    else:
+        reason = "file named on the command line"
+    descriptor = resolve_model(spec, device=device, cache_dir=cache_dir).require_restoration()
+    return _choice(descriptor, reason, template)
 
 
-def _unregistered_choice(model: nn.Module, name: str, reason: str, template: Optional[str]) -> ModelChoice:
-    size = model_input_size(model)
-    framing = f"{template} framing" if template else "FFHQ framing assumed; --template to change"
-    return ModelChoice(model, name, size, named_template(template or "ffhq", size), f"{reason} ({framing})")
-
-
-def _registered_choice(name: str, device: Any, cache_dir: Optional[str], reason: str,
-                       template: Optional[str] = None) -> ModelChoice:
-    entry = MODELS[name]
-    model = load_model(name, device=device, cache_dir=cache_dir)
+def _choice(descriptor: ModelDescriptor, reason: str, template: Optional[str]) -> ModelChoice:
+    size = int(descriptor.face_size)
     if template is None:
-        return ModelChoice(model, name, entry.input_size, np.asarray(entry.face_template, dtype=np.float64), reason)
-    return ModelChoice(model, name, entry.input_size, named_template(template, entry.input_size),
-                       f"{reason}; {template} framing instead of its own")
+        if descriptor.entry is None:
+            reason = f"{reason} ({descriptor.framing} framing assumed; --template to change)"
+        return ModelChoice(descriptor, named_template(descriptor.framing, size), reason)
+    if descriptor.entry is not None:
+        reason = f"{reason}; {template} framing instead of its own"
+    else:
+        reason = f"{reason} ({template} framing)"
+    return ModelChoice(descriptor, named_template(template, size), reason)
 
 
 PRECISIONS = ("fp32", "reference", "bf16", "auto")
 
 
-def inference_network(model: nn.Module, precision: str, device: torch.device
+def inference_network(descriptor: ModelDescriptor, precision: str, device: torch.device
                       ) -> tuple[nn.Module, Optional[torch.dtype], str]:
     """What runs the restoration network for a ``precision`` (see FaceRestorer).
 
-    Returns (module called like the reference forward, autocast dtype or None, one-line note
-    saying which path runs and why).
+    Returns (module to pass to ``descriptor.restore(..., network=...)``, autocast dtype or None,
+    one-line note saying which path runs and why).
     """
-    from faceprior.inference.fast_gfpgan import UnsupportedModelError, native_bf16_available, optimize
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model = descriptor.network
     if precision == "reference":
         return model, None, "reference forward, float32"
     if device.type != "cpu":
@@ -144,10 +150,9 @@ def inference_network(model: nn.Module, precision: str, device: torch.device
     bf16 = precision == "bf16" or (precision == "auto" and native_bf16_available())
     if bf16 and not native_bf16_available():
         raise ValueError("precision bf16: this CPU has no native bfloat16 (AMX / AVX512-BF16 with oneDNN); use fp32")
-    try:
-        fast = optimize(model, torch.bfloat16 if bf16 else torch.float32)
-    except UnsupportedModelError:
-        return model, None, f"reference forward, float32 (no fast path for {type(model).__name__})"
+    if not descriptor.capabilities.fast_cpu:
+        return model, None, f"reference forward, float32 (no fast path for {descriptor.arch})"
+    fast = optimize(descriptor, torch.bfloat16 if bf16 else torch.float32)
     return fast, None, f"fast CPU path, {'bfloat16' if bf16 else 'float32'}"
 
 
@@ -159,12 +164,8 @@ def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> An
     scores [N], landmarks [N, 5, 2])``.
     """
     if name == "mtcnn":
-        from faceprior.face.mtcnn import MTCNN
-
         return MTCNN(device=device)
     if name in ("retinaface", "retinaface-resnet50", "retinaface-mobilenet"):
-        from faceprior.face.retinaface import make_retinaface_detector
-
         network = "mobilenet0.25" if name.endswith("mobilenet") else "resnet50"
         return make_retinaface_detector(network, device=device)
     raise ValueError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
@@ -181,21 +182,7 @@ def make_face_masker(name: str = "parsenet", device: str | torch.device = "cpu",
     The returned callable maps restored faces [B, S, S, 3] float [0, 1] to masks [B, S, S] float
     [0, 1] (see faceprior.face.parsing.ParsingMasker).
     """
-    from faceprior.face.parsing import make_parsing_masker
-
     return make_parsing_masker(name, device=device, cache_dir=cache_dir)
-
-
-def make_upsampler(name: str = "lanczos", device: str | torch.device = "cpu", tile: int = 400,
-                   cache_dir: Optional[str] = None) -> Upsampler:
-    """A background upsampler by name: ``"lanczos"`` (default, no weights) or ``"realesrgan"``
-    (Real-ESRGAN x2, RealESRGAN_x2plus.pth, run in ``tile`` x ``tile`` tiles, 0 = whole image;
-    factors other than 2 are resized from its x2 output with Lanczos)."""
-    if name == "lanczos":
-        return LanczosUpsampler()
-    if name == "realesrgan":
-        return make_realesrgan_upsampler(device=device, tile=tile, cache_dir=cache_dir)
-    raise ValueError(f"unknown background upsampler {name!r} (use 'lanczos' or 'realesrgan')")
 
 
 @dataclass
@@ -283,8 +270,10 @@ class FaceRestorer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.choice = choose_model(model, self.device, cache_dir, template)
-        self.model = self.choice.model.to(self.device).eval()
-        self.network, self.autocast_dtype, self.precision_note = inference_network(self.model, precision, self.device)
+        self.descriptor = self.choice.descriptor
+        self.model = self.descriptor.network.to(self.device).eval()
+        self.network, self.autocast_dtype, self.precision_note = inference_network(self.descriptor, precision,
+                                                                                   self.device)
         self.input_size = self.choice.input_size
         self.template = self.choice.template
         self.detector = None
@@ -329,10 +318,10 @@ class FaceRestorer:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if self.seed is None:
-                return self.network(x, return_rgb=False, randomize_noise=False)[0].float()
+                return self.descriptor.restore(x, randomize_noise=False, network=self.network).float()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
-                return self.network(x, return_rgb=False, randomize_noise=True)[0].float()
+                return self.descriptor.restore(x, randomize_noise=True, network=self.network).float()
 
     # ---- whole photos ----------------------------------------------------------------------
 

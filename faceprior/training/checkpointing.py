@@ -29,13 +29,14 @@ import random
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
-from faceprior.weights.checkpoint import CheckpointError, atomic_write, read_checkpoint
+from faceprior.paths import PathLike, atomic_write, is_temporary_file
+from faceprior.weights.checkpoint import CheckpointError, read_checkpoint
 
 __all__ = [
     "TRAINING_STATE_FORMAT",
@@ -57,7 +58,6 @@ TRAINING_STATE_VERSION = 1
 _STATE_NAME = re.compile(r"^state_(\d{8,})\.pth$")
 _MODEL_NAME = re.compile(r"^net_g_(\d{8,})\.pth$")
 
-PathLike = Union[str, Path]
 
 
 def checkpoint_path(out_dir: PathLike, iteration: int) -> Path:
@@ -85,6 +85,7 @@ def list_checkpoints(out_dir: PathLike) -> list[tuple[int, Path]]:
 def save_training_state(state: Mapping[str, Any], path: PathLike) -> Path:
     """Write a training state atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         torch.save(dict(state), f)
     return path
@@ -120,11 +121,11 @@ def find_latest_checkpoint(out_dir: PathLike) -> Optional[tuple[Path, dict]]:
 
 
 def remove_stale_temporary_files(out_dir: PathLike) -> list[Path]:
-    """Delete temporary files left by writes interrupted by a crash (``.NAME.*.tmp``)."""
+    """Delete temporary files left by writes interrupted by a crash (:func:`faceprior.paths.is_temporary_file`)."""
     removed = []
     for folder in (Path(out_dir) / "checkpoints", Path(out_dir) / "models"):
         if folder.is_dir():
-            for path in folder.glob(".*.tmp"):
+            for path in filter(is_temporary_file, folder.iterdir()):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
@@ -148,6 +149,7 @@ def export_generator(path: PathLike, net_g: nn.Module, net_g_ema: nn.Module) -> 
     def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu") for k, v in module.state_dict().items()}
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         torch.save({"params": cpu(net_g), "params_ema": cpu(net_g_ema)}, f)
     return Path(path)

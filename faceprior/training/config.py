@@ -35,6 +35,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import yaml
+
+from faceprior.errors import FacepriorError
+from faceprior.paths import atomic_write
 from faceprior.training.degradations import DegradationConfig, DegradationConfigError
 from faceprior.training.losses import LossWeights
 
@@ -71,7 +75,7 @@ DEVICES = ("auto", "cpu", "cuda")
 OFFICIAL_EMA_DECAY = 0.5 ** (32 / (10 * 1000))
 
 
-class ConfigError(ValueError):
+class ConfigError(FacepriorError, ValueError):
     """A training config is invalid; the message is one line naming the file and the key."""
 
 
@@ -394,23 +398,14 @@ def config_to_dict(config: TrainConfig) -> dict:
     return data
 
 
-def _yaml():
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError("training configs need PyYAML: pip install 'faceprior[train]' (or pip install pyyaml)") from None
-    return yaml
-
-
 def config_to_yaml(config: TrainConfig) -> str:
     """The config as YAML text (every key, defaults included)."""
-    return _yaml().safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
 
 
 def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> dict:
     """Apply ``KEY=VALUE`` overrides (dotted keys, YAML values, e.g. ``train.total_iter=100``) to
     parsed YAML; returns a new dict. Unknown keys are caught later by the dataclass mapping."""
-    yaml = _yaml()
     data = copy.deepcopy(dict(data or {}))
     for override in overrides:
         key, sep, text = override.partition("=")
@@ -437,7 +432,6 @@ def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainC
     """Read and validate a YAML training config, with optional ``KEY=VALUE`` overrides
     (:func:`apply_overrides`). Raises :class:`ConfigError` (one line)."""
     path = Path(path)
-    yaml = _yaml()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -457,8 +451,7 @@ def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainC
 
 def save_config(config: TrainConfig, path: Union[str, Path]) -> Path:
     """Write the config as YAML atomically (temporary file + rename)."""
-    from faceprior.weights.checkpoint import atomic_write
-
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(config_to_yaml(config).encode("utf-8"))
     return Path(path)

@@ -30,7 +30,6 @@ as FFHQ's ``00042.png``) by ``f"{int(stem):08d}"``, the official key.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +39,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from faceprior.image_io import from_float01
+from faceprior.errors import FacepriorError
+from faceprior.imaging.files import list_image_files
+from faceprior.imaging.pixels import from_float01
+from faceprior.imaging.resize import resize_bicubic
+from faceprior.paths import PathLike
 from faceprior.training.degradations import (
     IMAGE_SUFFIXES,
     DegradationConfig,
     apply_degradation,
     gray_image,
-    list_image_files,
     read_float_image,
-    resize_image,
     sample_degradation,
 )
 
-PathLike = Union[str, os.PathLike]
 Box = Tuple[float, float, float]
 
 COMPONENT_NAMES = ("left_eye", "right_eye", "mouth")
@@ -68,7 +68,7 @@ OFFICIAL_EYE_ENLARGE_RATIO = 1.4
 EYE_HALF_LEN_PER_EYE_DISTANCE = 0.23
 
 
-class DatasetError(ValueError):
+class DatasetError(FacepriorError, ValueError):
     """A dataset folder or component-box file is unusable; the message is one line."""
 
 
@@ -262,7 +262,7 @@ def compute_component_boxes(
         if image.shape[0] != image.shape[1]:
             raise DatasetError(f"{path}: image is {image.shape[1]}x{image.shape[0]}; aligned faces must be square")
         if size is not None:
-            image = resize_image(image, size, size)
+            image = resize_bicubic(image, size, size)
         elif frame_size is None:
             frame_size = image.shape[0]
         elif image.shape[0] != frame_size:
@@ -394,7 +394,7 @@ class FaceDataset(Dataset):
         path = self.paths[index]
         gt = read_float_image(path)
         if self.size is not None:
-            gt = resize_image(gt, self.size, self.size)
+            gt = resize_bicubic(gt, self.size, self.size)
         rng = self.sample_rng(index)
         flipped = self.flip and bool(rng.random() < 0.5)
         if flipped:

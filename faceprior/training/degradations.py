@@ -44,35 +44,33 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from PIL import Image
 
-from faceprior.image_io import read_image, rgb_to_gray, to_float01, to_rgb_array, write_image
+from faceprior.errors import FacepriorError
+from faceprior.imaging.files import IMAGE_SUFFIXES, list_image_files
+from faceprior.imaging.io import read_image, write_image
+from faceprior.imaging.pixels import rgb_to_gray, to_float01, to_rgb_array
+from faceprior.imaging.resize import resize_bicubic, resize_bilinear
+from faceprior.paths import PathLike
 
-try:
-    from PIL import Image
-except ImportError:  # Pillow is the optional ``image`` extra
-    Image = None
-
-PathLike = Union[str, os.PathLike]
 Range = Tuple[float, float]
 
 KERNEL_TYPES = ("iso", "aniso")
 JITTER_OPERATIONS = ("brightness", "contrast", "saturation", "hue")
 # ITU-R BT.601 luma, as cv2.COLOR_RGB2GRAY (torchvision's rgb_to_grayscale uses 0.2989 for red).
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MANIFEST_FORMAT = "faceprior.degradations"
 
 
-class DegradationConfigError(ValueError):
+class DegradationConfigError(FacepriorError, ValueError):
     """A degradation setting is unknown or out of range; the message is one line."""
 
 
-class DegradationError(ValueError):
+class DegradationError(FacepriorError, ValueError):
     """Degrading a folder failed (no images, output exists, bad image); one-line message."""
 
 
@@ -397,27 +395,9 @@ def filter2d(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return filtered[..., 2 * pad_y:2 * pad_y + height, 2 * pad_x:2 * pad_x + width].contiguous()
 
 
-def resize_bilinear(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """images [N, C, H, W] -> [N, C, height, width]: bilinear, half-pixel centres, no
-    antialiasing (cv2.resize INTER_LINEAR, which computes float images in float)."""
-    if images.shape[-2:] == (height, width):
-        return images
-    return F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-
-
 def downsampled_size(height: int, width: int, scale: float) -> Tuple[int, int]:
     """(int(height // scale), int(width // scale)) as the official code, at least 1 pixel."""
     return max(1, int(height // scale)), max(1, int(width // scale))
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a float32 [H, W, 3] image in [0, 1] for use as GT: bicubic with antialiasing
-    when shrinking, clipped to [0, 1]. Returns float32 [height, width, 3]."""
-    if image.shape[:2] == (height, width):
-        return image
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
-    resized = F.interpolate(tensor, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return resized[0].clamp(0.0, 1.0).permute(1, 2, 0).contiguous().numpy()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -427,8 +407,6 @@ def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
 def jpeg_roundtrip(image: torch.Tensor, quality: int) -> torch.Tensor:
     """Encode a [3, H, W] float image in [0, 1] as JPEG (rounded to 8 bits, given quality,
     4:2:0 chroma subsampling) with Pillow and decode it: float32 [3, H, W] in [0, 1]."""
-    if Image is None:
-        raise ImportError("JPEG degradation needs Pillow: pip install 'faceprior[image]'")
     pixels = (image.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=int(quality), subsampling=2)
@@ -607,20 +585,6 @@ def degrade(
 # folders, files, grid
 
 
-def list_image_files(folder: PathLike) -> List[Path]:
-    """Image files (.jpg, .jpeg, .png, .webp, any case) under ``folder``, recursively, sorted
-    by their relative POSIX path; hidden files and folders are skipped."""
-    folder = Path(folder)
-    found = []
-    for path in folder.rglob("*"):
-        relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
 def read_float_image(path: PathLike) -> np.ndarray:
     """Read an image file as float32 [H, W, 3] RGB in [0, 1] (alpha dropped, grey expanded)."""
     return np.ascontiguousarray(to_float01(read_image(path).pixels, np.float32))
@@ -640,7 +604,7 @@ def _square_resized(image: np.ndarray, size: Optional[int], path: Path) -> np.nd
         raise DegradationError(
             f"{path}: image is {image.shape[1]}x{image.shape[0]}, resizing to size {size} needs square aligned faces"
         )
-    return resize_image(image, size, size)
+    return resize_bicubic(image, size, size)
 
 
 def degrade_folder(
@@ -752,7 +716,7 @@ def save_degradation_grid(
         image = read_float_image(image)
     gt = as_float_image(image)
     if size is not None:
-        gt = resize_image(gt, size, size)
+        gt = resize_bicubic(gt, size, size)
     height, width = gt.shape[:2]
     columns = int(math.ceil(math.sqrt(n)))
     rows = int(math.ceil(n / columns))

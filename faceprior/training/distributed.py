@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from faceprior.inference.fast_gfpgan import native_bf16_available
+from faceprior.hardware import native_bf16_available
 from faceprior.training.config import ConfigError
 
 __all__ = [

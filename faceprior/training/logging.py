@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from faceprior.image_io import write_image
+from faceprior.imaging.io import write_image
 
 __all__ = ["NullLogger", "ScalarLogger", "image_grid", "read_metrics"]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import random
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from faceprior.errors import FacepriorError
+from faceprior.models.loading import describe_network, load_state_dict_strict, resolve_model
 from faceprior.training.checkpointing import (
     TRAINING_STATE_FORMAT,
     TRAINING_STATE_VERSION,
@@ -58,8 +60,8 @@ from faceprior.training.distributed import (
 )
 from faceprior.training.logging import NullLogger, ScalarLogger
 from faceprior.training.losses import gan_loss_wgan_softplus, lazy_r1_loss
-from faceprior.weights.checkpoint import CheckpointError, read_state_dict
-from faceprior.weights.loading import load_state_dict_strict
+from faceprior.weights.catalogue import UnknownWeightsError
+from faceprior.weights.checkpoint import CheckpointError
 
 __all__ = [
     "ResumeError",
@@ -76,11 +78,11 @@ __all__ = [
 ]
 
 
-class ResumeError(RuntimeError):
+class ResumeError(FacepriorError, RuntimeError):
     """A run folder cannot be (re)used as asked; one-line message."""
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(FacepriorError, RuntimeError):
     """Losses or weights became NaN / infinite; no checkpoint of the diverged state is written."""
 
 
@@ -143,18 +145,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
-def read_warm_start(spec: str, what: str) -> tuple[dict[str, torch.Tensor], str]:
-    """State dict of a warm-start checkpoint: a path, or a registered model name (fetched into
-    the weight cache). ``params_ema`` is preferred, then ``params``. Returns (state dict, source)."""
-    from faceprior.weights.registry import MODELS, fetch_registered
-
-    if spec in MODELS:
-        path = fetch_registered(MODELS[spec])
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise CheckpointError(path, f"{what}: no such file (and not a registered model: {', '.join(MODELS)})")
-    return read_state_dict(path), str(path)
+def read_warm_start(spec: str, what: str, arch: Optional[str] = None) -> tuple[dict[str, torch.Tensor], str]:
+    """State dict of a warm start: any model spec (a catalogue name, fetched and checked; a path;
+    a URL), loaded through :func:`faceprior.models.loading.resolve_model` as ``arch`` (default:
+    recognised from the file). Returns (state dict, source). Errors are one line naming ``what``."""
+    try:
+        descriptor = resolve_model(spec, arch=arch)
+    except UnknownWeightsError as error:
+        raise UnknownWeightsError(f"{what}: {error}") from None
+    return descriptor.network.state_dict(), descriptor.source
 
 
 class TrainerBase:
@@ -202,9 +201,10 @@ class TrainerBase:
         return ema
 
     def load_pretrained(self, module: nn.Module, spec: Optional[str], what: str) -> None:
-        """Warm start ``module`` strictly from ``spec`` (path or registered name), if given."""
+        """Warm start ``module`` strictly from ``spec`` (a model spec: path or catalogue name), if given,
+        reading the file as ``module``'s architecture."""
         if spec:
-            state_dict, source = read_warm_start(spec, what)
+            state_dict, source = read_warm_start(spec, what, arch=describe_network(module).arch)
             load_state_dict_strict(module, state_dict, source=source)
             self.log.info(f"{what}: warm start from {source}")
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceprior.face.parsing import gaussian_blur
+from faceprior.models.arcface import gray_resize_for_identity, identity_gray
 from faceprior.models.vgg import VGGFeatures
 from faceprior.training.roi_align import roi_align
 
@@ -46,7 +47,6 @@ __all__ = [
     "gan_loss_vanilla",
     "gan_loss_wgan_softplus",
     "gram_matrix",
-    "gray_resize_for_identity",
     "identity_loss",
     "image_pyramid",
     "l1_loss",
@@ -484,19 +484,6 @@ def component_discriminator_losses(discriminators: Mapping[str, nn.Module], fake
 # Identity loss
 
 
-def _identity_gray(images: torch.Tensor) -> torch.Tensor:
-    """RGB [B, 3, H, W] -> gray [B, 1, H, W]: 0.2989 R + 0.5870 G + 0.1140 B (GFP-GAN's weights)."""
-    return (0.2989 * images[:, 0] + 0.5870 * images[:, 1] + 0.1140 * images[:, 2]).unsqueeze(1)
-
-
-def gray_resize_for_identity(images: torch.Tensor, size: int = 128) -> torch.Tensor:
-    """RGB [B, 3, H, W] -> gray [B, 1, size, size]: 0.2989 R + 0.5870 G + 0.1140 B, then bilinear
-    resize (``align_corners=False``), as GFP-GAN's ``gray_resize_for_identity``. Range is kept."""
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"gray_resize_for_identity expects [B, 3, H, W] RGB, got {list(images.shape)}")
-    return F.interpolate(_identity_gray(images), (size, size), mode="bilinear", align_corners=False)
-
-
 def identity_loss(arcface: nn.Module, restored: torch.Tensor, gt: torch.Tensor, weight: float = 10.0) -> torch.Tensor:
     """``weight * l1(arcface(gray(restored)), arcface(gray(gt)))``, the ground-truth embedding detached.
 
@@ -556,7 +543,7 @@ class DlibIdentityLoss(nn.Module):
                              dtype=images.dtype).expand(batch, 2, 3)
         grid = F.affine_grid(theta, [batch, 3, 150, 150], align_corners=True)
         chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        return _identity_gray(chips).expand(-1, 3, -1, -1)
+        return identity_gray(chips).expand(-1, 3, -1, -1)
 
     def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         _check_same_shape(restored, gt, "DlibIdentityLoss")

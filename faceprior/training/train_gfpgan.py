@@ -42,7 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceprior.image_io import from_float01
+from faceprior.imaging.files import list_image_files
+from faceprior.imaging.pixels import from_float01
+from faceprior.imaging.resize import resize_bicubic
 from faceprior.metrics.availability import MetricUnavailable
 from faceprior.metrics.identity import load_dlib_identity
 from faceprior.metrics.psnr_ssim import psnr_torch, ssim_torch
@@ -50,13 +52,23 @@ from faceprior.models import create_model
 from faceprior.models.arcface import ResNetArcFace
 from faceprior.models.dlib_resnet import load_dlib_face_resnet
 from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator
+from faceprior.models.loading import load_state_dict_strict
 from faceprior.models.stylegan2 import StyleGAN2Discriminator
 from faceprior.models.vgg import VGG19Features, load_vgg19_weights
 from faceprior.training.config import ConfigError, TrainConfig, lazy_regularization_ratio
 from faceprior.training.dataset import FaceDataset
-from faceprior.training.degradations import list_image_files, read_float_image, resize_image
+from faceprior.training.degradations import read_float_image
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
+from faceprior.training.loop import (
+    StepLogs,
+    TrainerBase,
+    discriminator_backward,
+    read_warm_start,
+    run_training,
+    set_requires_grad,
+    to_uint8,
+)
 from faceprior.training.losses import (
     COMPONENTS,
     GFPGAN_PERCEPTUAL_LAYER_WEIGHTS,
@@ -72,16 +84,6 @@ from faceprior.training.losses import (
     l1_loss,
     pyramid_l1_loss,
 )
-from faceprior.training.loop import (
-    StepLogs,
-    TrainerBase,
-    discriminator_backward,
-    read_warm_start,
-    run_training,
-    set_requires_grad,
-    to_uint8,
-)
-from faceprior.weights.loading import load_state_dict_strict
 
 __all__ = ["GFPGANTrainer", "build_validation_set", "train"]
 
@@ -249,7 +251,7 @@ class GFPGANTrainer(TrainerBase):
         boxes = []
         probed = list_image_files(Path(config.data.train))[:DLIB_CHIP_PROBE_IMAGES]
         for path in probed:
-            image = from_float01(resize_image(read_float_image(path), probe, probe), np.uint8)
+            image = from_float01(resize_bicubic(read_float_image(path), probe, probe), np.uint8)
             box = dlib_identity.chip_box(np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
             if box is not None:
                 boxes.append([v - pad for v in box])

@@ -33,15 +33,19 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 
+from faceprior.imaging.files import list_image_files
+from faceprior.imaging.resize import resize_bicubic
 from faceprior.models import create_model
+from faceprior.models.loading import build_from_state_dict
 from faceprior.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
+from faceprior.training.checkpointing import TRAINING_STATE_FORMAT
 from faceprior.training.config import ConfigError, TrainConfig, lazy_regularization_ratio
-from faceprior.training.degradations import list_image_files, read_float_image, resize_image
+from faceprior.training.degradations import read_float_image
 from faceprior.training.distributed import DistributedContext
 from faceprior.training.logging import NullLogger, image_grid
+from faceprior.training.loop import StepLogs, TrainerBase, discriminator_backward, run_training, set_requires_grad, to_uint8
 from faceprior.training.losses import gan_loss_wgan_softplus, lazy_path_length_loss
-from faceprior.training.loop import (StepLogs, TrainerBase, discriminator_backward, run_training, set_requires_grad,
-                                     to_uint8)
+from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, select_state_dict
 
 __all__ = ["FaceImageFolder", "StyleGAN2Trainer", "generate_grid", "load_generator_for_sampling", "train"]
 
@@ -74,7 +78,7 @@ class FaceImageFolder(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index: int) -> dict:
-        image = resize_image(read_float_image(self.paths[index]), self.size, self.size)
+        image = resize_bicubic(read_float_image(self.paths[index]), self.size, self.size)
         if self.flip and np.random.default_rng([self.seed, self.epoch, int(index)]).random() < 0.5:
             image = image[:, ::-1]
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
@@ -224,10 +228,6 @@ def train(config: TrainConfig, resume: bool = True, stop_at: Optional[int] = Non
 def load_generator_for_sampling(path: Union[str, Path]) -> nn.Module:
     """A StyleGAN2 generator from an exported ``net_g_*.pth`` (``params_ema``), an official StyleGAN2
     checkpoint, or a training state (its ``net_g_ema``); the architecture is read off the weights."""
-    from faceprior.training.checkpointing import TRAINING_STATE_FORMAT
-    from faceprior.weights.checkpoint import CheckpointError, read_checkpoint, select_state_dict
-    from faceprior.weights.loading import infer_architecture, load_state_dict_strict
-
     checkpoint = read_checkpoint(path)
     if isinstance(checkpoint, dict) and checkpoint.get("format") == TRAINING_STATE_FORMAT:
         modules = checkpoint.get("modules") or {}
@@ -236,9 +236,7 @@ def load_generator_for_sampling(path: Union[str, Path]) -> nn.Module:
         state_dict = select_state_dict(modules["net_g_ema"], path)
     else:
         state_dict = select_state_dict(checkpoint, path)
-    arch, kwargs = infer_architecture(state_dict)
-    if arch not in ("StyleGAN2Generator", "StyleGAN2GeneratorClean"):
-        raise CheckpointError(path, f"holds {arch} weights, not a StyleGAN2 generator")
-    generator = create_model(arch, **kwargs)
-    load_state_dict_strict(generator, state_dict, source=str(path))
-    return generator.eval()
+    descriptor = build_from_state_dict(state_dict, str(path))
+    if descriptor.purpose != "generator":
+        raise CheckpointError(path, f"holds {descriptor.arch} weights, not a StyleGAN2 generator")
+    return descriptor.network

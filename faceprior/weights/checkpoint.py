@@ -6,14 +6,19 @@ Two file formats are read:
   ``torch.load(..., map_location="cpu", weights_only=True)``. That unpickler only rebuilds tensors,
   plain containers and scalars, so a file that would need arbitrary Python objects (and could run
   code while loading) is refused. Plain unpickling is never used.
-* safetensors files, with faceprior's own reader (:mod:`faceprior.weights.safetensors`).
+* safetensors files, with the ``safetensors`` library (:mod:`faceprior.weights.safetensors`).
 
 The format is recognised from the first bytes of the file (the suffix only matters for error
 messages), so a mis-named file still loads. Every failure raises :class:`CheckpointError` with a
 one-line message naming the file and the reason.
 
 The official GFP-GAN checkpoints are ``{"params_ema": state_dict}`` (discriminators and some
-training files use ``"params"``); :func:`read_state_dict` unwraps them.
+training files use ``"params"``; PyTorch Lightning checkpoints such as RestoreFormer++'s use
+``"state_dict"``); :func:`read_state_dict` unwraps them.
+
+A zip checkpoint is checked before anything is inflated: the sizes its members declare must fit
+the file (``torch.save`` stores them uncompressed), so a small file that would expand to
+gigabytes (a "zip bomb") is refused at once.
 """
 
 from __future__ import annotations
@@ -23,23 +28,19 @@ import pickle
 import re
 import struct
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from faceprior.weights.safetensors import (
-    CheckpointError,
-    atomic_write,
-    load_safetensors,
-    read_safetensors_header,
-    save_safetensors,
-)
+from faceprior.errors import one_line
+from faceprior.paths import atomic_write
+from faceprior.weights.safetensors import CheckpointError, load_safetensors, read_safetensors_header, save_safetensors
 
 __all__ = [
     "CheckpointError",
     "STATE_DICT_KEYS",
-    "atomic_write",
     "read_checkpoint",
     "read_state_dict",
     "read_state_dict_and_key",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 # Wrapper keys of basicsr-style checkpoints, in order of preference (EMA weights first).
-STATE_DICT_KEYS = ("params_ema", "params")
+STATE_DICT_KEYS = ("params_ema", "params", "state_dict")
 
 # safetensors metadata entry recording the wrapper key of the .pth the tensors came from.
 CHECKPOINT_KEY_METADATA = "faceprior.checkpoint_key"
@@ -107,6 +108,26 @@ def _explain_torch_load_error(path: Path, error: BaseException, kind: str) -> Ch
     return CheckpointError(path, f"unreadable checkpoint ({type(error).__name__}: {_first_line(message)})")
 
 
+#: A zip checkpoint may declare at most this many times its file size (plus the slack below) of
+#: uncompressed data. ``torch.save`` writes its members uncompressed (ratio 1); weights that some
+#: other tool deflated shrink by far less than 4x.
+MAX_ZIP_EXPANSION = 4
+_ZIP_SLACK_BYTES = 16 * 2**20
+
+
+def _check_zip_sizes(path: Path, file_size: int) -> None:
+    """Refuse a zip checkpoint whose members declare more data than the file can hold."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise CheckpointError(path, f"truncated or corrupted zip checkpoint ({one_line(error)})") from None
+    if declared > MAX_ZIP_EXPANSION * file_size + _ZIP_SLACK_BYTES:
+        raise CheckpointError(
+            path, f"its zip members declare {declared} bytes of data in a {file_size}-byte file (a compression bomb, "
+                  "not a file torch.save writes)", refused=True)
+
+
 def read_checkpoint(path: str | os.PathLike) -> object:
     """The object stored in a weight file, read safely (see the module docstring).
 
@@ -130,6 +151,8 @@ def read_checkpoint(path: str | os.PathLike) -> object:
     kind = _sniff_format(head, file_size)
     if kind == "safetensors" or (kind is None and path.suffix == ".safetensors"):
         return load_safetensors(path)
+    if kind == "zip":
+        _check_zip_sizes(path, file_size)
     if kind is None:
         raise CheckpointError(path, f"not a PyTorch or safetensors checkpoint (unrecognised content starting with {head[:8]!r})")
     try:
@@ -242,6 +265,7 @@ def save_state_dict(
     Only tensors are written; they are copied to CPU.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: value.detach().to("cpu") for name, value in state_dict.items() if isinstance(value, torch.Tensor)}
     if path.suffix == ".safetensors":
         meta = {"format": "pt", **dict(metadata or {})}

@@ -38,6 +38,9 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from faceprior.errors import FacepriorError
+from faceprior.version import __version__
+
 __all__ = [
     "ENV_HOME",
     "ENV_MIRROR",
@@ -46,6 +49,7 @@ __all__ = [
     "WeightsUnavailableError",
     "default_cache_dir",
     "fetch",
+    "remembered_sha256",
     "sha256_of_file",
     "verify_file",
     "weights_dir",
@@ -58,11 +62,8 @@ ENV_OFFLINE = "FACEPRIOR_OFFLINE"
 _CHUNK_BYTES = 1 << 20
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(FacepriorError, RuntimeError):
     """A weight file is not in the cache and could not be obtained. The message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(message.split()))
 
 
 class ChecksumMismatchError(WeightsUnavailableError):
@@ -115,7 +116,7 @@ def _remember_sha256(path: Path, digest: str) -> None:
         _sidecar(path).write_text(f"{digest} {_stamp(path)}\n")
 
 
-def _remembered_sha256(path: Path) -> str:
+def remembered_sha256(path: Path) -> str:
     """SHA-256 of ``path``, from its sidecar when size and mtime still match, else computed (and remembered)."""
     with contextlib.suppress(OSError, ValueError):
         digest, recorded_stamp = _sidecar(path).read_text().strip().split(" ", 1)
@@ -133,7 +134,7 @@ def verify_file(path: str | os.PathLike, sha256: str | None = None, size: int | 
     if size is not None and actual_size != size:
         raise ChecksumMismatchError(f"{path} has {actual_size} bytes, expected {size}; delete it (it will be downloaded again) or replace it")
     if sha256 is not None:
-        actual = _remembered_sha256(path)
+        actual = remembered_sha256(path)
         if actual != sha256.lower():
             raise ChecksumMismatchError(
                 f"{path} has SHA-256 {actual}, expected {sha256.lower()}; delete it (it will be downloaded again) or replace it"
@@ -220,8 +221,6 @@ def _download(url: str, part: Path, size: int | None, progress: bool, timeout: f
 
     On an interrupted transfer the bytes received so far stay in ``part`` for the next attempt.
     """
-    from faceprior import __version__
-
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:  # not a prefix of the file we want
         part.unlink()

@@ -1,0 +1,81 @@
+"""File-system helpers used by every layer: the ``PathLike`` type and atomic writes.
+
+Every file faceprior writes (images, reports, weight files, checkpoints, manifests) goes through
+:func:`atomic_write`: the content goes to a temporary file in the destination folder, is flushed
+to disk, and is then moved to its final name in one step. A reader therefore sees either the old
+file (or none) or the complete new one, never a half-written file; a killed process leaves at
+most a temporary ``.faceprior-<random>.tmp`` file, which never looks like a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import BinaryIO, Iterator, Union
+
+__all__ = ["PathLike", "TEMPORARY_PREFIX", "TEMPORARY_SUFFIX", "atomic_write", "is_temporary_file",
+           "write_bytes_atomically"]
+
+PathLike = Union[str, os.PathLike]
+
+#: Temporary files are named ``.faceprior-<16 hex digits>.tmp``: short (a destination name of
+#: 255 bytes still works), hidden, and recognisable by cleaners (:func:`is_temporary_file`).
+TEMPORARY_PREFIX = ".faceprior-"
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def is_temporary_file(path: PathLike) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_write`."""
+    name = Path(path).name
+    return name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX)
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file next to ``path`` for binary writing; on success move it to ``path``.
+
+    Args:
+        path: the destination. Its folder must exist.
+        overwrite: replace an existing ``path``. If False and ``path`` exists when the write is
+            finished, ``FileExistsError`` is raised and nothing is replaced (the check and the move
+            are one atomic step where the file system has hard links).
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``path`` exists.
+        OSError: the folder is missing or not writable, the disk is full, ...
+    On any error (including KeyboardInterrupt) the temporary file is removed.
+    """
+    path = Path(path)
+    temporary = path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _move_without_replacing(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _move_without_replacing(temporary: Path, path: Path) -> None:
+    try:
+        os.link(temporary, path)  # atomic, and fails when path exists
+    except FileExistsError:
+        raise FileExistsError(f"{path}: file exists") from None
+    except OSError:  # a file system without hard links
+        if path.exists():
+            raise FileExistsError(f"{path}: file exists") from None
+        os.replace(temporary, path)
+
+
+def write_bytes_atomically(path: PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``path`` with :func:`atomic_write`; returns the path."""
+    with atomic_write(path, overwrite=overwrite) as handle:
+        handle.write(data)
+    return Path(path)
