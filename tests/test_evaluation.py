@@ -23,14 +23,10 @@ from faceprior.evaluation.ablation import (
     train_variant,
     variant_config,
 )
-from faceprior.evaluation.runner import (
-    EvaluationError,
-    ModelMethod,
-    evaluate,
-    find_pairs,
-    parse_metric_names,
-    subsample,
-)
+from faceprior.evaluation.methods import ModelMethod
+from faceprior.evaluation.pairs import EvaluationError, find_pairs, subsample
+from faceprior.evaluation.runner import evaluate
+from faceprior.evaluation.scores import parse_metric_names
 from faceprior.evaluation.testset import SyntheticTestSetError, make_testset
 from faceprior.imaging.io import read_image, write_image
 from faceprior.imaging.pixels import gray_as_rgb, looks_gray
@@ -401,7 +397,7 @@ def test_ablation_trains_the_no_sft_variant_with_the_real_trainer(tmp_path, data
 def test_learned_metric_adapters_match_direct_calls(testset128, tmp_path, monkeypatch):
     """LPIPS, FID and Deg. through the runner (batched, cached) equal the metric modules' own
     functions, here with randomly initialised networks in place of the published weights."""
-    import faceprior.evaluation.runner as runner
+    import faceprior.evaluation.scores as scores
     from faceprior.metrics.fid import extract_features, fid_from_features
     from faceprior.metrics.identity import arcface_identity
     from faceprior.metrics.lpips import LPIPS, lpips_distance
@@ -412,9 +408,9 @@ def test_learned_metric_adapters_match_direct_calls(testset128, tmp_path, monkey
     arcface = ResNetArcFace(block="IRBlock", layers=(2, 2, 2, 2), use_se=False).eval()
     features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 5, stride=4), torch.nn.ReLU(),
                                    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
-    monkeypatch.setattr(runner, "load_lpips", lambda net, device="cpu": lpips_model)
-    monkeypatch.setattr(runner, "load_arcface_identity", lambda device="cpu": arcface)
-    monkeypatch.setattr(runner, "load_fid_inception", lambda device="cpu": features)
+    monkeypatch.setattr(scores, "load_lpips", lambda net, device="cpu": lpips_model)
+    monkeypatch.setattr(scores, "load_arcface_identity", lambda device="cpu": arcface)
+    monkeypatch.setattr(scores, "load_fid_inception", lambda device="cpu": features)
     result = evaluate(testset128.lq_dir, tmp_path / "out", gt_dir=testset128.gt_dir, metrics=["lpips", "fid", "deg"],
                       baselines=("input",), sample=2, compare_rows=0, log=lambda message: None)
     row = result.table.rows[0]
@@ -438,7 +434,8 @@ def test_learned_metric_adapters_match_direct_calls(testset128, tmp_path, monkey
 
 def test_means_with_missing_values_average_the_same_images_in_every_row():
     from faceprior.evaluation.report import MethodRow
-    from faceprior.evaluation.runner import DlibIdentityMetric, _means_over_common_images
+    from faceprior.evaluation.runner import _means_over_common_images
+    from faceprior.evaluation.scores import DlibIdentityMetric
 
     metric = DlibIdentityMetric()
     a, b = MethodRow("a", "input"), MethodRow("b", "model")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from faceprior.evaluation.ablation import parse_variant_names
 from faceprior.evaluation.ablation import run_ablation as run_study
-from faceprior.evaluation.runner import DEFAULT_METRICS, evaluate, parse_metric_names
+from faceprior.evaluation.runner import evaluate
+from faceprior.evaluation.scores import DEFAULT_METRICS, parse_metric_names
 from faceprior.evaluation.testset import make_testset
 from faceprior.training.config import load_config
 

@@ -40,8 +40,11 @@ import torch
 from torch import nn
 
 from faceprior.errors import FacepriorError
+from faceprior.evaluation.methods import ModelMethod
+from faceprior.evaluation.pairs import EvaluationError
 from faceprior.evaluation.report import ResultsTable, write_table_files
-from faceprior.evaluation.runner import DEFAULT_METRICS, EvaluationError, ModelMethod, evaluate
+from faceprior.evaluation.runner import evaluate
+from faceprior.evaluation.scores import DEFAULT_METRICS
 from faceprior.models.loading import load_model
 from faceprior.paths import PathLike
 from faceprior.training.checkpointing import exported_model_path
