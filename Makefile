@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the CPU build that installs offline here; any torch >= 2.1 works for users.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Everyday work: everything but the tests marked slow (well under 90 s on a 2-core CPU).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -13,7 +13,7 @@ so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["FacepriorError", "one_line"]
+__all__ = ["FacepriorError", "OptionError", "one_line"]
 
 
 def one_line(text: object) -> str:
@@ -26,3 +26,8 @@ class FacepriorError(Exception):
 
     def __init__(self, message: object = ""):
         super().__init__(one_line(message))
+
+
+class OptionError(FacepriorError, ValueError):
+    """An option or argument has a value that cannot be used (out of range, unknown name, not
+    supported on this machine)."""

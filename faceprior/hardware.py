@@ -10,7 +10,9 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["cpu_flags", "default_dtype", "mkldnn_available", "native_bf16_available"]
+from faceprior.errors import OptionError
+
+__all__ = ["cpu_flags", "default_dtype", "mkldnn_available", "native_bf16_available", "parse_device"]
 
 
 
@@ -46,3 +48,24 @@ def native_bf16_available() -> bool:
 def default_dtype() -> torch.dtype:
     """bfloat16 where the CPU computes it natively (see :func:`native_bf16_available`), else float32."""
     return torch.bfloat16 if native_bf16_available() else torch.float32
+
+
+def parse_device(device: "str | torch.device") -> torch.device:
+    """A torch device that exists on this machine, from ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``
+    or a ``torch.device``; :class:`~faceprior.errors.OptionError` (one line) for a name torch does not
+    know or a device this machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise OptionError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"device {str(device)!r}: no CUDA GPU is available here (torch {torch.__version__}, "
+                              f"CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise OptionError(f"device {str(device)!r}: there are {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise OptionError(f"device {str(device)!r}: Apple's MPS is not available here; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise OptionError(f"device {str(device)!r}: faceprior runs on cpu, cuda or mps")
+    return parsed

@@ -65,6 +65,7 @@ def test_overlaps_hand_computed():
     assert box_iou(empty, empty).item() == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("count, seed", [(0, 0), (1, 1), (60, 2), (300, 3), (1300, 4)])
 @pytest.mark.parametrize("threshold", [0.3, 0.7])
 def test_nms_matches_brute_force(count, seed, threshold):

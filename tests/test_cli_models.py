@@ -104,6 +104,7 @@ class _Exploit:
         return (print, ("this must never run",))
 
 
+@pytest.mark.slow
 def test_convert_to_clean_is_exact(capsys, reference_dir: Path, tmp_path: Path):
     clean_file = tmp_path / "clean.pth"
     status, out, _ = _run(capsys, "convert", "--to-clean", str(reference_dir / "ckpt" / "GFPGANBilinear_small.pth"), str(clean_file))
@@ -125,6 +126,7 @@ def test_convert_to_clean_refuses_the_paper_model(capsys, reference_dir: Path, t
     assert not (tmp_path / "x.pth").exists()
 
 
+@pytest.mark.slow
 def test_usage_errors_and_the_real_entry_point(tmp_path: Path):
     with pytest.raises(SystemExit) as exit_info:
         main([])

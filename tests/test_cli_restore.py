@@ -130,6 +130,7 @@ def test_huge_image_is_refused_before_decoding(tmp_path, small_checkpoint, capsy
     assert code == 1 and "big.png" in err and (tmp_path / "o" / "ok.png").is_file()
 
 
+@pytest.mark.slow
 def test_whole_photo_with_the_default_detector(tmp_path, small_checkpoint, capsys):
     """The bundled example photo: MTCNN finds the face, the output keeps size and format."""
     from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
@@ -152,6 +153,7 @@ def test_whole_photo_with_the_default_detector(tmp_path, small_checkpoint, capsy
     assert (out / "compare" / "astronaut_00.png").is_file()
 
 
+@pytest.mark.slow
 def test_photo_with_a_hundred_faces(tmp_path, small_checkpoint):
     """A 10 x 10 grid of the example face: every face is found, restored in batches and pasted."""
     from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir

@@ -175,6 +175,7 @@ def test_bilinear_resize_matches_half_pixel_definition():
 # ---- sampling ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sampled_params_stay_in_range_and_probabilities_match():
     config = DegradationConfig()
     rng = np.random.default_rng(2024)

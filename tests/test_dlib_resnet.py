@@ -101,6 +101,7 @@ def test_identity_loss_is_zero_for_the_same_face_and_trains_only_the_restored_fa
         DlibIdentityLoss(net, (10, 0, 5, 20))
 
 
+@pytest.mark.slow
 def test_training_with_the_dlib_identity_loss(tmp_path, dlib_files):
     """identity_net: dlib: the chip box comes from real training faces, the loss is logged and
     moves the generator; on faces dlib cannot find, a one-line config error."""

@@ -338,6 +338,7 @@ def test_variant_configs_and_skips(tmp_path):
         parse_variant_names("full,no-such")
 
 
+@pytest.mark.slow
 def test_ablation_with_a_fake_trainer_writes_the_table(tmp_path, testset128):
     lq32 = tmp_path / "lq32"
     gt32 = tmp_path / "gt32"
@@ -394,6 +395,7 @@ def test_ablation_trains_the_no_sft_variant_with_the_real_trainer(tmp_path, data
     assert [row.key for row in result.table.rows][0] == "input" and len(result.table.rows) == 2
 
 
+@pytest.mark.slow
 def test_learned_metric_adapters_match_direct_calls(testset128, tmp_path, monkeypatch):
     """LPIPS, FID and Deg. through the runner (batched, cached) equal the metric modules' own
     functions, here with randomly initialised networks in place of the published weights."""

@@ -49,6 +49,7 @@ def _reference_configs(reference_dir: Path) -> list[tuple[str, Path, str, dict]]
 # The reference checkpoints
 
 
+@pytest.mark.slow
 def test_every_reference_checkpoint_loads_with_the_stored_kwargs(reference_dir: Path):
     configs = _reference_configs(reference_dir)
     assert len(configs) >= 8

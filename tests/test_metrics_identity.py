@@ -62,6 +62,7 @@ def test_arcface_identity_of_images(arcface):
     assert arcface_identity(big, a, arcface).degrees < other.degrees
 
 
+@pytest.mark.slow
 def test_arcface_loader_reads_a_checkpoint_from_the_store(tmp_path, arcface, monkeypatch):
     monkeypatch.setenv("FACEPRIOR_OFFLINE", "1")
     model, reason = try_load(load_arcface_identity, cache_dir=tmp_path)
@@ -101,6 +102,7 @@ def dlib_identity():
     return load_dlib_identity()
 
 
+@pytest.mark.slow
 def test_dlib_identity_on_real_faces(dlib_identity, faces):
     person_a, person_a_again, person_b = faces
     assert dlib_identity.distance(person_a, person_a) == 0.0

@@ -57,6 +57,7 @@ def metric_images(reference_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return values, images
 
 
+@pytest.mark.slow
 def test_niqe_matches_basicsr_values(official_params, metric_images):
     values, images = metric_images
     diffs = []
@@ -147,6 +148,7 @@ def test_fit_niqe_params_on_faces(data_dir, tmp_path):
     assert np.isfinite(niqe(_read_rgb(files[0]), 0, loaded))
 
 
+@pytest.mark.slow
 def test_fitted_model_ranks_degraded_faces_worse(data_dir, metric_images):
     values, images = metric_images
     used = {Path(name).stem for name in values}
@@ -166,6 +168,7 @@ def test_load_niqe_params_rejects_bad_files(tmp_path):
         load_niqe_params(tmp_path / "pickled.npz")
 
 
+@pytest.mark.slow
 def test_official_params_are_fetched_with_pip(tmp_path, official_params):
     """A fresh cache: pip downloads the basicsr 1.4.2 sdist (pinned) and only the .npz is kept."""
     try:

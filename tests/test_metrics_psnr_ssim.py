@@ -37,6 +37,7 @@ def metric_pairs(reference_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray,
     return pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["psnr", "ssim"])
 def test_matches_basicsr_values(metric_pairs, metric):
     function = {"psnr": psnr, "ssim": ssim}[metric]
@@ -81,6 +82,7 @@ def test_hand_computed_values():
     np.testing.assert_allclose(rgb_to_y(primaries)[0], expected, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_properties(metric_pairs):
     _, lq, gt, _ = metric_pairs[0]
     for y_channel in (False, True):

@@ -156,6 +156,7 @@ def test_recall_on_hand_labelled_photos(detector, data_dir):
     assert total_false <= 3
 
 
+@pytest.mark.slow
 def test_landmarks_on_aligned_faces_match_the_ffhq_template(detector, data_dir):
     """realworld-aligned faces were aligned to FFHQ_TEMPLATE_512, so the detected landmarks of
     the central face must lie near the template (measured: mean 9.8 px, eyes 5 px, nose and
@@ -182,6 +183,7 @@ def test_landmarks_on_aligned_faces_match_the_ffhq_template(detector, data_dir):
     assert np.median(errors.mean(1)) < 12.0
 
 
+@pytest.mark.slow
 def test_mirrored_photo_gives_mirrored_landmarks(detector, data_dir):
     """Mirroring maps x to W - 1 - x in pixel-centre coordinates and swaps left and right. The
     networks are nearly mirror-symmetric, so on many small faces the mean signed x difference

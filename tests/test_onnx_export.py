@@ -28,6 +28,7 @@ def run_onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name, model_class", [("GFPGANv1Clean_small", GFPGANv1Clean),
                                                ("GFPGANBilinear_small", GFPGANBilinear)])
+@pytest.mark.slow
 def test_onnxruntime_matches_the_reference_for_any_batch(reference_dir: Path, tmp_path: Path, name, model_class):
     model, ref = load_reference_model(reference_dir, name, model_class)
     path = export_onnx(model, tmp_path / "sub" / f"{name}.onnx")
@@ -40,6 +41,7 @@ def test_onnxruntime_matches_the_reference_for_any_batch(reference_dir: Path, tm
     assert (run_onnx(path, three)[2:] - expected[:1]).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_generator_with_an_input_gate_exports(tmp_path: Path):
     torch.manual_seed(0)
     model = GFPGANv1Clean(out_size=32, num_style_feat=16, channel_multiplier=1, narrow=0.03125, input_is_latent=True,
@@ -53,6 +55,7 @@ def test_a_generator_with_an_input_gate_exports(tmp_path: Path):
     assert (run_onnx(path, x) - expected).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_export_check_and_errors(reference_dir: Path, tmp_path: Path):
     model, _ = load_reference_model(reference_dir, "GFPGANv1Clean_small", GFPGANv1Clean)
     export_onnx(model, tmp_path / "checked.onnx", check=True)  # raises if ORT differs by > 1e-4
@@ -63,6 +66,7 @@ def test_export_check_and_errors(reference_dir: Path, tmp_path: Path):
     assert not (tmp_path / "old.onnx").exists() and not (tmp_path / "v1.onnx").exists()
 
 
+@pytest.mark.slow
 def test_export_command(reference_dir: Path, tmp_path: Path, capsys):
     from faceprior.cli.common import CommandError
 

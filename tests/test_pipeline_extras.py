@@ -145,6 +145,7 @@ def test_parsing_masker_resizes_other_face_sizes():
     assert np.all(mask <= face_mask(128) + 1e-7)
 
 
+@pytest.mark.slow
 def test_parsing_masker_random_parsenet_range_border_and_batches():
     torch.manual_seed(0)
     model = ParseNet(in_size=512, out_size=512, min_feat_size=128, base_ch=8, res_depth=1, ch_range=(8, 16)).eval()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -23,6 +24,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_warm_start_files_add_a_closed_gate_to_a_generator_file(tmp_path):
     torch.manual_seed(0)
     model = GFPGANv1Clean(**SMALL).eval()
@@ -50,6 +52,7 @@ def test_warm_start_files_add_a_closed_gate_to_a_generator_file(tmp_path):
     assert refused.returncode == 2 and "with a gate already" in refused.stderr
 
 
+@pytest.mark.slow
 def test_warm_start_files_zero_noise_switches_the_decoder_noise_off(tmp_path):
     torch.manual_seed(0)
     state = GFPGANv1Clean(**SMALL).state_dict()
@@ -63,6 +66,7 @@ def test_warm_start_files_zero_noise_switches_the_decoder_noise_off(tmp_path):
     assert all(torch.equal(written[k], v) for k, v in state.items() if k not in noise_keys)
 
 
+@pytest.mark.slow
 def test_warm_start_files_from_a_training_state_write_its_ema_generator_and_discriminator(tmp_path):
     from faceprior.training.checkpointing import TRAINING_STATE_FORMAT, TRAINING_STATE_VERSION
 
@@ -80,6 +84,7 @@ def test_warm_start_files_from_a_training_state_write_its_ema_generator_and_disc
     assert old.returncode == 2 and "unsupported training-state version" in old.stderr
 
 
+@pytest.mark.slow
 def test_warm_start_files_from_a_missing_file_is_a_one_line_error(tmp_path):
     result = run_tool(str(tmp_path / "nope.pth"), str(tmp_path / "out"))
     assert result.returncode == 2
@@ -89,6 +94,7 @@ def test_warm_start_files_from_a_missing_file_is_a_one_line_error(tmp_path):
     assert result.stderr.rstrip().endswith(error_lines[0])
 
 
+@pytest.mark.slow
 def test_component_d_check_trains_a_discriminator_on_eye_crops(tmp_path):
     faces = tmp_path / "faces"
     faces.mkdir()

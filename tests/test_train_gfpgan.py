@@ -85,6 +85,7 @@ def _max_param_diff(a: dict, b: dict) -> float:
 # (a) resume is bit-identical
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, faces, boxes):
     # Every term on but identity (random VGG, components), R1 every 2, accumulation 2, pyramid removed after
     # iteration 2, validation. (The frozen ArcFace is deterministic and slow on a CPU: its wiring is
@@ -126,6 +127,7 @@ def _equivalence_updates(boxes: Path) -> dict:
                 train__total_iter=2, train__save_every=2, train__val_every=0, train__log_every=1)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, faces, boxes):
     updates = _equivalence_updates(boxes)
     full = tiny_config(tmp_path, faces, "full", data__batch_size=2, **updates)
@@ -137,6 +139,7 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, faces, boxes):
     assert _max_param_diff(a, b) < 1e-4  # 2 Adam steps of lr 2e-3 move parameters by up to 4e-3
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path, faces, boxes):
     updates = _equivalence_updates(boxes)
     single = tiny_config(tmp_path, faces, "single", data__batch_size=2, **updates)
@@ -221,6 +224,7 @@ def test_shipped_configs_load_and_derived_values(tmp_path):
     assert load_config(saved) == paper
 
 
+@pytest.mark.slow
 def test_optimizers_follow_the_official_recipe(tmp_path, faces, boxes):
     cfg = tiny_config(tmp_path, faces, data__component_boxes=str(boxes), losses__r1_every=16,
                       optim__lazy_reg_lr_scaling=False)
@@ -233,6 +237,7 @@ def test_optimizers_follow_the_official_recipe(tmp_path, faces, boxes):
     assert scaled.optimizer_d.param_groups[0]["lr"] == pytest.approx(2e-3 * 16 / 17)
 
 
+@pytest.mark.slow
 def test_the_input_gate_has_its_own_adam_and_lr(tmp_path, faces):
     gate = dict(model__kwargs__input_gate=True, losses__identity=0.0, losses__perceptual=0.0, losses__style=0.0,
                 optim__lr_g=1e-4)
@@ -327,6 +332,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
 # (f) every loss term can be switched off; warm starts
 
 
+@pytest.mark.slow
 def test_each_loss_term_switches_off(tmp_path, faces, boxes):
     logged_by = {"pixel": ["l_g_pix"], "pyramid": ["l_g_pyramid"], "perceptual": ["l_g_percep"], "style": ["l_g_style"],
                  "gan": ["l_g_gan"], "component_gan": ["l_g_comp_gan_left_eye", "l_g_comp_gan_mouth"],
@@ -392,6 +398,7 @@ def test_warm_start_from_an_official_layout_checkpoint(tmp_path, faces):
         GFPGANTrainer(wrong, DistributedContext(), NullLogger())
 
 
+@pytest.mark.slow
 def test_warm_start_from_official_checkpoints(tmp_path, faces, reference_dir):
     """Files written by the official code (reference pack, small configs): the whole GFPGANv1, its
     discriminators and the ArcFace (fp16 file) as warm starts, and a StyleGAN2 file as the decoder."""
@@ -454,6 +461,7 @@ def test_a_diverged_run_stops_without_saving_the_diverged_state(tmp_path, faces,
     assert [i for i, _ in list_checkpoints(cfg.train.out_dir)] == [2]
 
 
+@pytest.mark.slow
 def test_a_run_whose_weights_blow_up_without_nan_stops_before_its_next_checkpoint(tmp_path, faces, monkeypatch):
     """A finite blow-up (measured on a wide 256 px run: l_g_pix 0.24 -> 3.9e8 in 25 iterations) stops
     the run when logged, so the newest checkpoint is one from before it; blowup_factor 0 turns it off."""

@@ -85,6 +85,7 @@ def test_sample_writes_a_reproducible_grid(tmp_path, prior_run):
     assert not np.array_equal(read_image(other).pixels, grid)
 
 
+@pytest.mark.slow
 def test_prior_resume_is_bit_identical(tmp_path, faces, prior_run):
     split = prior_config(faces, tmp_path / "split")
     train(split, stop_at=2)

@@ -76,6 +76,7 @@ def test_input_normalisation(vgg19):
         vgg19(x, ["conv6_1"])
 
 
+@pytest.mark.slow
 def test_load_torchvision_format_file(vgg19, tmp_path):
     # A torchvision vgg19 state dict: features.* plus classifier.* (ignored on load).
     state = dict(vgg19.state_dict())

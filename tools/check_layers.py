@@ -4,18 +4,19 @@
 
 The layers, bottom to top (a module may import from its own group and from any lower layer):
 
-    0  errors, paths, hardware, version     one error base class, atomic writes, CPU flags
-    1  imaging                              pixels, image files, resizing, listing images
-    2  weights                              checkpoint files, downloads, the weight catalogue
-    3  models                               networks, the architecture table, resolve_model
-    4  face                                 detection, alignment, paste-back, parsing
-    5  inference                            the fast CPU path, ONNX export
-    6  restoration                          FaceRestorer, batch runs, background upsampling
-    7  metrics                              PSNR ... FID, identity, LMD
-    8  training                             degradations, data, losses, trainers
-    9  evaluation                           test sets, the evaluation runner, ablations
-   10  cli                                  the command line, one module per group of subcommands
-   11  __main__, the package root           ``python -m faceprior``; ``faceprior.load_model`` ...
+    0  errors                               the one base class of user errors
+    1  paths, hardware, version             atomic writes, CPU flags and devices, the version
+    2  imaging                              pixels, image files, resizing, listing images
+    3  weights                              checkpoint files, downloads, the weight catalogue
+    4  models                               networks, the architecture table, resolve_model
+    5  face                                 detection, alignment, paste-back, parsing
+    6  inference                            the fast CPU path, ONNX export
+    7  restoration                          FaceRestorer, batch runs, background upsampling
+    8  metrics                              PSNR ... FID, identity, LMD
+    9  training                             degradations, data, losses, trainers
+   10  evaluation                           test sets, the evaluation runner, ablations
+   11  cli                                  the command line, one module per group of subcommands
+   12  __main__, the package root           ``python -m faceprior``; ``faceprior.load_model`` ...
 
 Every ``import`` and ``from ... import`` of a faceprior module is read from the source (module level
 and inside functions alike) without importing anything.
@@ -30,18 +31,19 @@ from typing import Iterator, Mapping
 
 #: Layer of each top-level group of the package ("" is the package root, faceprior/__init__.py).
 LAYERS: dict[str, int] = {
-    "errors": 0, "paths": 0, "hardware": 0, "version": 0,
-    "imaging": 1,
-    "weights": 2,
-    "models": 3,
-    "face": 4,
-    "inference": 5,
-    "restoration": 6,
-    "metrics": 7,
-    "training": 8,
-    "evaluation": 9,
-    "cli": 10,
-    "__main__": 11, "": 11,
+    "errors": 0,
+    "paths": 1, "hardware": 1, "version": 1,
+    "imaging": 2,
+    "weights": 3,
+    "models": 4,
+    "face": 5,
+    "inference": 6,
+    "restoration": 7,
+    "metrics": 8,
+    "training": 9,
+    "evaluation": 10,
+    "cli": 11,
+    "__main__": 12, "": 12,
 }
 
 

@@ -34,6 +34,7 @@ from faceprior.cli.train import (
     add_train_command,
 )
 from faceprior.errors import FacepriorError, one_line
+from faceprior.hardware import parse_device
 from faceprior.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``faceprior`` script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            args.device = parse_device(args.device)  # one line for a device this machine does not have
         return int(args.run(args) or 0)
     except FacepriorError as error:
         print(f"faceprior: error: {one_line(error)}", file=sys.stderr)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from faceprior.errors import OptionError
 from faceprior.face.paste import face_mask
 from faceprior.face.retinaface import Checkpoint, load_facexlib_state_dict, read_facexlib_checkpoint
 from faceprior.models.arcface import BasicBlock
@@ -445,7 +446,7 @@ class ParsingMasker:
 
     def __init__(self, model: nn.Module, network: str = "parsenet", batch_size: int = 4):
         if network not in PARSERS:
-            raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
+            raise OptionError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
@@ -487,7 +488,7 @@ def make_parsing_masker(network: str = "parsenet", device: str | torch.device = 
     """A :class:`ParsingMasker` with facexlib's ``parsing_parsenet.pth`` (or ``parsing_bisenet.pth``),
     taken from the weight cache or downloaded (checked against its catalogue entry)."""
     if network not in PARSERS:
-        raise ValueError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
+        raise OptionError(f"unknown face parser {network!r} (use 'parsenet' or 'bisenet')")
     path = fetch_weights(network, cache_dir=cache_dir)
     model = load_parsenet(path) if network == "parsenet" else load_bisenet(path)
     return ParsingMasker(model.to(device), network)

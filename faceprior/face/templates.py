@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from faceprior.errors import OptionError
+
 # The FFHQ-style 512x512 alignment used by the official GFP-GAN models (facexlib's
 # FaceRestoreHelper template for face_size=512).
 FFHQ_TEMPLATE_512 = np.array(
@@ -53,7 +55,7 @@ TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
 def check_template_name(name: str) -> None:
     """ValueError (one line, with the known names) unless ``name`` is a key of :data:`TEMPLATES`."""
     if name not in TEMPLATES:
-        raise ValueError(f"unknown face template {name!r}; known: {', '.join(TEMPLATES)}")
+        raise OptionError(f"unknown face template {name!r}; known: {', '.join(TEMPLATES)}")
 
 
 def named_template(name: str, size: int) -> np.ndarray:

@@ -22,14 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceprior.errors import FacepriorError
+from faceprior.errors import FacepriorError, OptionError
 from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import make_parsing_masker
 from faceprior.face.paste import paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
-from faceprior.hardware import native_bf16_available
+from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
 from faceprior.imaging.resize import upscale_lanczos
 from faceprior.inference.fast_gfpgan import optimize
@@ -139,7 +139,7 @@ def inference_network(descriptor: ModelDescriptor, precision: str, device: torch
     one-line note saying which path runs and why).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     model = descriptor.network
     if precision == "reference":
         return model, None, "reference forward, float32"
@@ -149,7 +149,7 @@ def inference_network(descriptor: ModelDescriptor, precision: str, device: torch
             (model, None, "reference forward, float32")
     bf16 = precision == "bf16" or (precision == "auto" and native_bf16_available())
     if bf16 and not native_bf16_available():
-        raise ValueError("precision bf16: this CPU has no native bfloat16 (AMX / AVX512-BF16 with oneDNN); use fp32")
+        raise OptionError("precision bf16: this CPU has no native bfloat16 (AMX / AVX512-BF16 with oneDNN); use fp32")
     if not descriptor.capabilities.fast_cpu:
         return model, None, f"reference forward, float32 (no fast path for {descriptor.arch})"
     fast = optimize(descriptor, torch.bfloat16 if bf16 else torch.float32)
@@ -168,7 +168,7 @@ def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> An
     if name in ("retinaface", "retinaface-resnet50", "retinaface-mobilenet"):
         network = "mobilenet0.25" if name.endswith("mobilenet") else "resnet50"
         return make_retinaface_detector(network, device=device)
-    raise ValueError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
+    raise OptionError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
 
 
 FaceMasker = Callable[[np.ndarray], np.ndarray]
@@ -263,12 +263,12 @@ class FaceRestorer:
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None):
         if not upscale >= 1:
-            raise ValueError(f"upscale must be >= 1, got {upscale}")
+            raise OptionError(f"upscale must be >= 1, got {upscale}")
         if not 0 <= weight <= 1:
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
+            raise OptionError(f"weight must be in [0, 1], got {weight}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.device = torch.device(device)
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = parse_device(device)
         self.choice = choose_model(model, self.device, cache_dir, template)
         self.descriptor = self.choice.descriptor
         self.model = self.descriptor.network.to(self.device).eval()

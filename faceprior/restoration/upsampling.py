@@ -13,6 +13,7 @@ from typing import Optional, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from faceprior.errors import OptionError
 from faceprior.imaging.pixels import from_float01, to_float01
 from faceprior.imaging.resize import resize_lanczos, upscale_lanczos, upscaled_size
 from faceprior.models.loading import resolve_model
@@ -63,7 +64,7 @@ class NetworkUpsampler:
         self.tile_pad = int(tile_pad)
         self.pad_multiple = grid = padding_multiple(model, pad_multiple)
         if self.tile_size < 0 or self.tile_pad < 0 or self.tile_size % grid or self.tile_pad % grid:
-            raise ValueError(f"tile size and tile padding must be multiples of {grid} and >= 0, "
+            raise OptionError(f"tile size and tile padding must be multiples of {grid} and >= 0, "
                              f"got {self.tile_size} and {self.tile_pad}")
 
     @torch.no_grad()
@@ -118,4 +119,4 @@ def make_upsampler(name: str = "lanczos", device: str | torch.device = "cpu", ti
         return LanczosUpsampler()
     if name == "realesrgan":
         return make_realesrgan_upsampler(device=device, tile=tile, cache_dir=cache_dir)
-    raise ValueError(f"unknown background upsampler {name!r} (use 'lanczos' or 'realesrgan')")
+    raise OptionError(f"unknown background upsampler {name!r} (use 'lanczos' or 'realesrgan')")
