@@ -32,10 +32,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import read_image, write_image  # noqa: E402
 from faceprior.models import create_model  # noqa: E402
 from faceprior.models.gfpgan_clean import RELEASED_OPTIONS  # noqa: E402
-from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.restoration.restorer import PRECISIONS, FaceRestorer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -87,7 +87,7 @@ def main() -> None:
         sys.exit(f"bench_pipeline: --precisions takes {', '.join(PRECISIONS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
+    files = list_image_files(args.folder)[: args.limit]
     if args.images:
         files = list(itertools.islice(itertools.cycle(files), args.images))
     model = args.model

@@ -13,12 +13,21 @@ so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
-__all__ = ["FacepriorError", "OptionError", "one_line"]
+__all__ = ["FacepriorError", "OptionError", "one_line", "printable"]
 
 
 def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(text).split())
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters (a newline in a file name, say) shown as escapes, so that a
+    message about it stays on one line: ``"a\\nb.jpg"``."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class FacepriorError(Exception):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from faceprior.cli import main
+from faceprior.restoration.batch import OUTPUT_RECORD
 from faceprior.imaging.io import read_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +75,11 @@ def test_output_folder_equal_to_input_folder_never_overwrites_inputs(tmp_path, s
     assert main(["restore", str(folder), "-o", str(folder), "--aligned", "--model", small_checkpoint]) == 0
     after = _digest(folder)
     assert {k: v for k, v in after.items() if k in before} == before
-    assert set(after) == {"a.png", "b.png", "a_restored.png", "b_restored.png"}
+    assert set(after) == {"a.png", "b.png", "a_restored.png", "b_restored.png", OUTPUT_RECORD}
+    # Run again: the outputs of the first run are recognised as such, not restored again.
+    assert main(["restore", str(folder), "-o", str(folder), "--aligned", "--model", small_checkpoint,
+                 "--skip-existing"]) == 0
+    assert set(_digest(folder)) == set(after)
 
 
 def test_skip_existing_resumes_and_existing_outputs_are_kept(tmp_path, small_checkpoint, capsys):
@@ -207,7 +212,8 @@ def test_next_input_is_decoded_in_the_background_and_skipped_files_are_not_read(
 
     monkeypatch.setattr(batch, "read_image", recording_read)
     inputs, _ = batch.find_inputs([str(folder)])
-    summary = batch.restore_files(Identity(), inputs, out, skip_existing=True)
+    plans, _ = batch.plan_outputs(inputs, out)
+    summary = batch.restore_files(Identity(), plans, out, skip_existing=True)
     assert sorted(name for name, _ in reads) == ["0.png", "2.png", "3.png"]
     assert all(thread.startswith("faceprior-read") for _, thread in reads)
     assert summary.images == 2 and summary.skipped == 1

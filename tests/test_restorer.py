@@ -256,7 +256,8 @@ def test_faces_of_several_photos_share_forwards_and_give_the_same_photos(small_c
     (folder / "1b.png").write_bytes(b"not an image")  # sorted between 1.png and 2.png
     counter.batches.clear()
     inputs, _ = batch.find_inputs([str(folder)])
-    summary = batch.restore_files(restorer, inputs, out)
+    plans, _ = batch.plan_outputs(inputs, out)
+    summary = batch.restore_files(restorer, plans, out)
     assert counter.batches == [4, 1]
     assert (summary.images, summary.faces) == (3, 5)
     assert [name for name, _ in summary.failures] == [str(folder / "1b.png")]

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -44,7 +45,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if self.server.send_length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.close_connection = True  # the end of the connection is the end of the body
         self.end_headers()
         if self.server.truncate_after is not None:
             body = body[: self.server.truncate_after]  # promise everything, then hang up
@@ -52,6 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
         # Counted before the write: the client may finish reading (and the test assert) before
         # this thread runs again.
         self.server.bytes_sent += len(body)
+        if self.server.drip_seconds:
+            for byte in body:  # one byte at a time, forever slow
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(self.server.drip_seconds)
+            return
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -65,6 +75,8 @@ class _FileServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []
         self.honour_range = True
         self.truncate_after: int | None = None
+        self.send_length = True
+        self.drip_seconds = 0.0
         self.bytes_sent = 0
 
     def url(self, path: str) -> str:
@@ -277,10 +289,64 @@ def test_sidecar_avoids_rehashing(tmp_path, monkeypatch):
     assert calls == [final]
 
 
-def test_progress_bar_text(capsys):
-    bar = store._ProgressBar("downloading x.pth", 2 * 2**20, enabled=True)
-    bar.update(2**20, force=True)
-    bar.update(2 * 2**20, force=True)
-    bar.close()
-    err = capsys.readouterr().err
-    assert " 50% 1.0/2.0 MiB" in err and "100% 2.0/2.0 MiB" in err and err.endswith("\n") and err.count("\n") == 1
+
+# ----------------------------------------------------------------------------------------------
+# What a hostile or broken server does (../shared/findings/trust-repros.md, 9 and 10)
+
+
+def test_unverified_file_cut_off_without_a_length_is_not_kept(server, tmp_path):
+    """No published checksum (as for some releases) and a reply without Content-Length that closes
+    early: the stub must not end up looking complete (GFPGAN #244)."""
+    server.send_length = False
+    server.truncate_after = 100_000
+    with pytest.raises(WeightsUnavailableError, match="does not say how long the file is"):
+        fetch(server.url("/releases/model.pth"), cache_dir=tmp_path)
+    assert not (tmp_path / "weights" / "model.pth").exists() and not (tmp_path / "weights" / "model.pth.part").exists()
+
+
+def test_unverified_file_is_never_resumed_or_spliced(server, tmp_path):
+    """A left-over .part of an unverified file is not resumed (a changed mirror would splice two
+    files, a 416 reply would turn the stub into the final file): the download starts from zero."""
+    part = tmp_path / "weights" / "model.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"an older version of the file, or another file altogether")
+    path = fetch(server.url("/releases/model.pth"), cache_dir=tmp_path)
+    assert path.read_bytes() == PAYLOAD and server.requests[-1][1] is None  # no Range header
+    # Cut off with a length: not kept either, and not resumable.
+    (tmp_path / "weights" / "model.pth").unlink()
+    server.truncate_after = 50_000
+    with pytest.raises(WeightsUnavailableError, match="connection closed after 50000 of 300000 bytes"):
+        fetch(server.url("/releases/model.pth"), cache_dir=tmp_path)
+    assert not (tmp_path / "weights" / "model.pth").exists() and not (tmp_path / "weights" / "model.pth.part").exists()
+
+
+def test_a_server_that_trickles_bytes_hits_the_deadline(server, tmp_path, monkeypatch):
+    monkeypatch.setenv(store.ENV_DEADLINE, "1.5")
+    server.drip_seconds = 0.05
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="took longer than 2 s"):
+        fetch(server.url("/releases/model.pth"), cache_dir=tmp_path, sha256=PAYLOAD_SHA256)
+    assert time.monotonic() - started < 10
+    assert store.download_deadline(None) == 1.5
+    monkeypatch.delenv(store.ENV_DEADLINE)
+    assert store.download_deadline(10**9) == pytest.approx(600 + 10**9 / 50_000)
+
+
+def test_a_killed_downloader_leaves_no_lock_behind(server, tmp_path):
+    """The lock is an OS advisory lock held by a process: when the process dies, the lock goes
+    with it, and the next download proceeds (the lock file itself is harmless)."""
+    import subprocess
+    import sys
+
+    lock = tmp_path / "weights" / "model.pth.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\n"
+        f"handle = open({str(lock)!r}, 'a')\n"
+        "fcntl.flock(handle.fileno(), fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+    assert fetch(server.url("/releases/model.pth"), cache_dir=tmp_path, sha256=PAYLOAD_SHA256).read_bytes() == PAYLOAD

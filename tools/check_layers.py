@@ -5,7 +5,7 @@
 The layers, bottom to top (a module may import from its own group and from any lower layer):
 
     0  errors                               the one base class of user errors
-    1  paths, hardware, version             atomic writes, CPU flags and devices, the version
+    1  paths, hardware, progress, version   atomic writes, CPU flags and devices, progress bars, the version
     2  imaging                              pixels, image files, resizing, listing images
     3  weights                              checkpoint files, downloads, the weight catalogue
     4  models                               networks, the architecture table, resolve_model
@@ -32,7 +32,7 @@ from typing import Iterator, Mapping
 #: Layer of each top-level group of the package ("" is the package root, faceprior/__init__.py).
 LAYERS: dict[str, int] = {
     "errors": 0,
-    "paths": 1, "hardware": 1, "version": 1,
+    "paths": 1, "hardware": 1, "progress": 1, "version": 1,
     "imaging": 2,
     "weights": 3,
     "models": 4,

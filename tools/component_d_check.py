@@ -25,10 +25,10 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import read_image  # noqa: E402
 from faceprior.imaging.pixels import to_float01  # noqa: E402
 from faceprior.models.gfpgan_v1 import FacialComponentDiscriminator  # noqa: E402
-from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.training.losses import COMPONENTS, component_discriminator_losses  # noqa: E402
 
 EYE_WINDOW = (slice(60, 100), slice(70, 110))  # rows, columns of the left eye at 256 px
@@ -38,7 +38,7 @@ def eye_crops(folder: Path, count: int) -> torch.Tensor:
     """The left-eye windows of the first ``count`` 256 px faces of ``folder``: [N, 3, 40, 40] in [-1, 1]."""
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    files = list_image_files(folder, recursive=False)[:count]
     if not files:
         raise SystemExit(f"{folder}: no images")
     crops = []

@@ -24,14 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.face.mtcnn import MTCNN  # noqa: E402
+from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import ImageReadError, read_image  # noqa: E402
 from faceprior.imaging.pixels import convert_bit_depth  # noqa: E402
-from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 
 
 def mean_landmarks(folder: Path, detector: MTCNN, limit: int | None, min_box: float) -> dict:
     """Mean and std [5, 2] of the main face's landmarks over the images of ``folder``."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    files = list_image_files(folder)[:limit]
     if not files:
         raise SystemExit(f"{folder}: no images")
     found, missed, size = [], [], None

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import read_image  # noqa: E402
 from faceprior.imaging.pixels import to_float01  # noqa: E402
 from faceprior.metrics.psnr_ssim import ssim_torch  # noqa: E402
 from faceprior.models.loading import load_model  # noqa: E402
-from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    names = sorted(p.name for p in args.lq.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[::args.every]
+    names = [p.name for p in list_image_files(args.lq, recursive=False)][::args.every]
     lq = read_faces([args.lq / n for n in names])
     gt = read_faces([args.gt / n for n in names])
     print(f"{len(names)} faces; Laplacian energy: ground truth {laplacian_energy(gt):.5f}, input {laplacian_energy(lq):.5f}")

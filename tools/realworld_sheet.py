@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.face.templates import TEMPLATES  # noqa: E402
+from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import read_image, write_image  # noqa: E402
 from faceprior.imaging.pixels import from_float01, to_float01  # noqa: E402
 from faceprior.imaging.resize import upscale_lanczos  # noqa: E402
-from faceprior.restoration.batch import IMAGE_SUFFIXES  # noqa: E402
 from faceprior.restoration.restorer import FaceRestorer  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> None:
     restorer = FaceRestorer(model=args.model, max_faces=1, template=args.template)
     print(f"model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}")
     pairs = []
-    for path in sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in list_image_files(args.folder):
         if len(pairs) == args.limit:
             break
         result = restorer.restore(read_image(path).pixels)

@@ -7,9 +7,16 @@ import sys
 from pathlib import Path
 
 from faceprior.cli.common import CommandError
+from faceprior.errors import printable
 from faceprior.face.templates import TEMPLATES
 from faceprior.imaging.io import DEFAULT_MAX_PIXELS
-from faceprior.restoration.batch import find_inputs, format_summary, restore_files
+from faceprior.restoration.batch import (
+    find_inputs,
+    format_summary,
+    plan_outputs,
+    restore_files,
+    writes_into_an_input_folder,
+)
 from faceprior.restoration.restorer import PRECISIONS, FaceRestorer
 
 __all__ = ["add_restore_command"]
@@ -64,12 +71,21 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    inputs, problems = find_inputs(args.inputs)
+    inputs, problems = find_inputs(args.inputs, args.output)
     for name, reason in problems:
-        print(f"faceprior: {name}: {reason}", file=sys.stderr)
+        print(f"faceprior: {printable(name)}: {reason}", file=sys.stderr)
     if not inputs:
         raise CommandError("no input images found")
-    args.output.mkdir(parents=True, exist_ok=True)
+    plans, conflicts = plan_outputs(inputs, args.output, ext=args.ext, save_faces=args.save_faces,
+                                    save_compare=args.save_compare, save_report=args.report)
+    for conflict in conflicts:
+        print(f"faceprior: {conflict}", file=sys.stderr)
+    if conflicts:
+        raise CommandError(f"{len(conflicts)} output conflict(s): nothing was restored, no file was written")
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"cannot create the output folder {args.output} ({error.strerror or error})") from None
     restorer = FaceRestorer(
         model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
         aligned=args.aligned, only_center_face=args.only_center_face, min_face=args.min_face,
@@ -79,8 +95,8 @@ def run_restore(args: argparse.Namespace) -> int:
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
           file=sys.stderr)
     summary = restore_files(
-        restorer, inputs, args.output, ext=args.ext, skip_existing=args.skip_existing, overwrite=args.overwrite,
+        restorer, plans, args.output, skip_existing=args.skip_existing, overwrite=args.overwrite,
         save_faces=args.save_faces, save_compare=args.save_compare, save_report=args.report,
-        max_pixels=args.max_pixels)
+        max_pixels=args.max_pixels, record_outputs=writes_into_an_input_folder(args.inputs, args.output))
     print(format_summary(summary, problems), file=sys.stderr)
     return 1 if (summary.failures or problems) else 0

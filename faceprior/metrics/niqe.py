@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from faceprior.errors import FacepriorError
+from faceprior.imaging.files import IMAGE_SUFFIXES, list_image_files
 from faceprior.metrics.color import ImageInputError, check_image, rgb_to_gray_matlab, rgb_to_y
 from faceprior.weights.pypi_wheel import extract_from_pypi
 from faceprior.weights.store import WeightsUnavailableError, verify_file, weights_dir
@@ -54,7 +55,6 @@ OFFICIAL_PARAMS_FILENAME = "niqe_pris_params.npz"
 OFFICIAL_PARAMS_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296"
 
 ImageSource = Union[str, Path, np.ndarray]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class NiqeParamsError(FacepriorError, ValueError):
@@ -400,7 +400,7 @@ def _image_sources(images: str | Path | Sequence[ImageSource]) -> list[ImageSour
         folder = Path(images)
         if not folder.is_dir():
             raise ImageInputError(f"{folder}: not a folder of images")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = list_image_files(folder, recursive=False)
         if not files:
             raise ImageInputError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         return list(files)

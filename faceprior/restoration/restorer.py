@@ -95,8 +95,9 @@ def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = 
                 continue
             if entry.bundled:
                 best = local_path(get_entry(MODEL_PREFERENCE[0]), cache_dir)
-                reason = (f"bundled default model: no official model in the weight cache (put {best.name} at {best} "
-                          "for sharper results)")
+                reason = (f"bundled default model, licence: {entry.license}; no official model in the weight cache: "
+                          f"for sharper results get {MODEL_PREFERENCE[0]} (Apache-2.0) with "
+                          f"faceprior models --fetch {MODEL_PREFERENCE[0]}, or put {best.name} at {best}")
             else:
                 reason = f"best restoration model in the weight cache ({local_path(entry, cache_dir)})"
             return _choice(resolve_model(name, device=device, cache_dir=cache_dir), reason, template)

@@ -15,11 +15,14 @@ How a file is fetched (:func:`fetch`)
        the original ``url``, then the ``mirrors`` argument. A mirror is a base URL or a local
        folder; the file name is appended unless the mirror already ends with it.
        A local mirror file is used in place (not copied).
-    4. A download goes to ``<filename>.part`` and resumes an existing ``.part`` with an HTTP
-       ``Range`` request (if the server ignores it, the download restarts from zero). After the
-       transfer, size and SHA-256 are checked; only then is the file renamed (``os.replace``,
-       atomic) to its final name. A killed download therefore never leaves a file that looks
-       complete, and a checksum mismatch deletes the ``.part`` file.
+    4. A download goes to ``<filename>.part``. With a known SHA-256 it resumes an existing ``.part``
+       with an HTTP ``Range`` request (if the server ignores it, the download restarts from zero),
+       and after the transfer size and SHA-256 are checked; a mismatch deletes the ``.part`` file.
+       Without a known SHA-256 the file is always downloaded whole and kept only if the server
+       stated its length and all of it arrived; nothing of a failed transfer is kept. Only then is
+       the file renamed (``os.replace``, atomic) to its final name, so a killed or cut-off download
+       never leaves a file that looks complete. Every download has an overall deadline
+       (``FACEPRIOR_DOWNLOAD_DEADLINE``), so a server that trickles bytes cannot hold a run forever.
     5. If nothing works, :class:`WeightsUnavailableError` says in one line which file to put where
        and the URL to get it from. ``FACEPRIOR_OFFLINE=1`` skips the network entirely.
 """
@@ -30,7 +33,6 @@ import contextlib
 import hashlib
 import os
 import re
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -39,15 +41,18 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from faceprior.errors import FacepriorError
+from faceprior.progress import Progress
 from faceprior.version import __version__
 
 __all__ = [
+    "ENV_DEADLINE",
     "ENV_HOME",
     "ENV_MIRROR",
     "ENV_OFFLINE",
     "ChecksumMismatchError",
     "WeightsUnavailableError",
     "default_cache_dir",
+    "download_deadline",
     "fetch",
     "remembered_sha256",
     "sha256_of_file",
@@ -176,53 +181,38 @@ def _source_for(mirror: str, filename: str) -> str | Path:
 # Downloading
 
 
-class _ProgressBar:
-    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.start = time.monotonic()
-        self.last_draw = 0.0
-        self.first_done: int | None = None
-
-    def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if self.first_done is None:
-            self.first_done = done
-        if not force and now - self.last_draw < 0.1:
-            return
-        self.last_draw = now
-        mib = done / 2**20
-        speed = (done - self.first_done) / 2**20 / max(now - self.start, 1e-6)
-        if self.total:
-            fraction = min(done / self.total, 1.0)
-            bar = "#" * int(fraction * 30)
-            text = f"\r{self.label} [{bar:<30}] {fraction:4.0%} {mib:.1f}/{self.total / 2**20:.1f} MiB {speed:.1f} MiB/s"
-        else:
-            text = f"\r{self.label} {mib:.1f} MiB {speed:.1f} MiB/s"
-        sys.stderr.write(text)
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.first_done is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def _content_range_start(header: str | None) -> int | None:
     found = re.match(r"bytes (\d+)-\d+/(\d+|\*)", header or "")
     return int(found.group(1)) if found else None
 
 
-def _download(url: str, part: Path, size: int | None, progress: bool, timeout: float) -> None:
-    """Download ``url`` into ``part``, resuming what is already there. Raises _SourceFailed.
+#: Environment variable: the longest a single download may take, in seconds (default: 10 minutes
+#: plus the time the file takes at 50 kB/s), so that a server that trickles bytes cannot hold a run.
+ENV_DEADLINE = "FACEPRIOR_DOWNLOAD_DEADLINE"
+_DEADLINE_BASE_SECONDS = 600.0
+_DEADLINE_BYTES_PER_SECOND = 50_000.0
+_DEADLINE_UNKNOWN_SIZE_SECONDS = 3600.0
 
-    On an interrupted transfer the bytes received so far stay in ``part`` for the next attempt.
+
+def download_deadline(size: int | None) -> float:
+    """Seconds a download of ``size`` bytes (None: unknown) may take in all (see :data:`ENV_DEADLINE`)."""
+    if os.environ.get(ENV_DEADLINE):
+        return float(os.environ[ENV_DEADLINE])
+    if size is None:
+        return _DEADLINE_UNKNOWN_SIZE_SECONDS
+    return _DEADLINE_BASE_SECONDS + size / _DEADLINE_BYTES_PER_SECOND
+
+
+def _download(url: str, part: Path, size: int | None, verified: bool, progress: bool, timeout: float) -> None:
+    """Download ``url`` into ``part``. Raises _SourceFailed.
+
+    A file with a known SHA-256 (``verified``) resumes what ``part`` already holds (HTTP Range); on
+    an interrupted transfer the bytes received so far stay for the next attempt, and the checksum
+    decides in the end. A file without one is always downloaded whole, and only when the server
+    states its length: a resumed or cut-off transfer could not be told from the real file.
     """
     offset = part.stat().st_size if part.exists() else 0
-    if size is not None and offset > size:  # not a prefix of the file we want
+    if offset and (not verified or (size is not None and offset > size)):  # not a prefix we can trust
         part.unlink()
         offset = 0
     headers = {"User-Agent": f"faceprior/{__version__}"}
@@ -231,11 +221,11 @@ def _download(url: str, part: Path, size: int | None, progress: bool, timeout: f
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset and (size is None or offset == size):
+        if e.code == 416 and offset and size is not None and offset == size:
             return  # the part file is already complete; the checksum decides
         if e.code == 416 and offset:
             part.unlink()
-            return _download(url, part, size, progress, timeout)
+            return _download(url, part, size, verified, progress, timeout)
         raise _SourceFailed(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise _SourceFailed(f"{getattr(e.reason, 'strerror', None) or e.reason}") from None
@@ -249,33 +239,41 @@ def _download(url: str, part: Path, size: int | None, progress: bool, timeout: f
             offset, mode = 0, "wb"
         length_header = response.headers.get("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
+        if length is None and not verified:
+            raise _SourceFailed("the server does not say how long the file is, and no checksum of it is known: "
+                                "a cut-off transfer could not be told from the real file")
         if size is not None and length is not None and offset + length != size:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
             raise _SourceFailed(f"the server has {offset + length} bytes, expected {size}: not the expected file")
         total = offset + length if length is not None else size
-        bar = _ProgressBar(f"downloading {part.name[: -len('.part')]}", total, progress and sys.stderr.isatty())
+        deadline = time.monotonic() + download_deadline(total)
+        bar = Progress(total, unit="B", description=f"downloading {part.name[: -len('.part')]}",
+                       enabled=progress, interval=60.0)
+        bar.advance(offset)
         received = 0
         try:
             with open(part, mode) as f:
                 while True:
-                    chunk = response.read(_CHUNK_BYTES)
+                    chunk = response.read1(_CHUNK_BYTES)  # returns what has arrived, never waits for a full chunk
                     if not chunk:
                         break
                     f.write(chunk)
                     received += len(chunk)
-                    bar.update(offset + received)
+                    bar.advance(len(chunk))
+                    if time.monotonic() > deadline:
+                        raise _SourceFailed(f"the transfer took longer than {download_deadline(total):.0f} s "
+                                            f"({offset + received} bytes so far; {ENV_DEADLINE} sets the limit)")
         except (OSError, ValueError) as e:  # connection reset, timeout, http.client.IncompleteRead
             raise _SourceFailed(
-                f"transfer interrupted after {offset + received} bytes ({type(e).__name__}); {part} is kept and the next attempt resumes it"
+                f"transfer interrupted after {offset + received} bytes ({type(e).__name__})"
+                + (f"; {part} is kept and the next attempt resumes it" if verified else "")
             ) from None
         finally:
-            bar.update(offset + received, force=True)
             bar.close()
         if length is not None and received < length:
-            raise _SourceFailed(
-                f"connection closed after {offset + received} of {offset + length} bytes; {part} is kept and the next attempt resumes it"
-            )
+            raise _SourceFailed(f"connection closed after {offset + received} of {offset + length} bytes"
+                                + (f"; {part} is kept and the next attempt resumes it" if verified else ""))
 
 
 @contextlib.contextmanager
@@ -297,7 +295,13 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 def _download_verified(url: str, final: Path, sha256: str | None, size: int | None, progress: bool, timeout: float) -> None:
     """Download ``url`` to ``final`` through ``final.part``, checking size and SHA-256 before the rename."""
     part = final.with_name(final.name + ".part")
-    _download(url, part, size, progress, timeout)
+    try:
+        _download(url, part, size, sha256 is not None, progress, timeout)
+    except _SourceFailed:
+        if sha256 is None:  # nothing of an unverified transfer is worth keeping
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+        raise
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
         part.unlink()
