@@ -41,6 +41,7 @@ from faceprior.models.gfpgan_decoder import (
     GFPGAN_CAPABILITIES,
     SFTDecoderMixin,
     apply_sft,
+    check_faces,
     gfpgan_layout,
     gfpgan_network_options,
     gfpgan_options,
@@ -253,6 +254,7 @@ class GFPGANv1Clean(nn.Module):
             (image [B, 3, S, S], roughly in [-1, 1]; out_rgbs: list of [B, 3, r, r] for
             r = 8, 16, ..., S, low resolution first, or [] when ``return_rgb`` is False).
         """
+        check_faces(self, x)
         # 1. U-Net encoder -> F_latent [B, C_4, 4, 4]; the skips are kept deepest first.
         feat = F.leaky_relu(self.conv_body_first(x), negative_slope=0.2)
         unet_skips = []

@@ -34,8 +34,16 @@ from faceprior.models.architecture import (
 from faceprior.models.stylegan2 import DEFAULT_RESAMPLE_KERNEL, stylegan2_generator_options
 from faceprior.weights.checkpoint import read_state_dict
 
-__all__ = ["apply_sft", "SFTDecoderMixin", "load_decoder_checkpoint", "load_and_fix_decoder", "gfpgan_options",
+__all__ = ["apply_sft", "check_faces", "SFTDecoderMixin", "load_decoder_checkpoint", "load_and_fix_decoder", "gfpgan_options",
            "gfpgan_layout", "gfpgan_network_options", "restore_faces", "GFPGAN_CAPABILITIES"]
+
+
+def check_faces(network: nn.Module, x: torch.Tensor) -> None:
+    """ValueError (one line, saying what to do) unless ``x`` is [B, 3, S, S] with S the network's face size."""
+    size = 2 ** int(network.log_size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+        raise ValueError(f"{type(network).__name__} (out_size={size}) takes aligned faces [B, 3, {size}, {size}] in [-1, 1], "
+                         f"got {list(x.shape)}; resize the faces to {size} px (FaceRestorer does) or use a model of that size")
 
 
 def apply_sft(feat: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sft_half: bool) -> torch.Tensor:

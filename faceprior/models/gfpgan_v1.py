@@ -34,6 +34,7 @@ from faceprior.models.architecture import Architecture, Capabilities
 from faceprior.models.gfpgan_decoder import (
     SFTDecoderMixin,
     apply_sft,
+    check_faces,
     gfpgan_layout,
     gfpgan_network_options,
     gfpgan_options,
@@ -244,6 +245,7 @@ class GFPGANv1(nn.Module):
         Returns:
             (image [B, 3, out_size, out_size], out_rgbs: [B, 3, r, r] for r = 8 .. out_size, or []).
         """
+        check_faces(self, x)
         conditions: list[torch.Tensor] = []
         unet_skips: list[torch.Tensor] = []
         out_rgbs: list[torch.Tensor] = []
