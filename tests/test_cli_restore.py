@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from faceprior.cli import main
-from faceprior.restoration.batch import OUTPUT_RECORD
 from faceprior.imaging.io import read_image
+from faceprior.restoration.batch import OUTPUT_RECORD
 
 REPO = Path(__file__).resolve().parent.parent
 

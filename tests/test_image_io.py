@@ -82,7 +82,8 @@ def test_16bit_tiff_uncompressed_from_other_writers(tmp_path):
     """Uncompressed 16-bit RGB TIFF goes through Pillow's raw decoder, not libtiff."""
     samples = random_image((17, 29, 3), np.uint16, seed=5)
     path = tmp_path / "raw.tif"
-    path.write_bytes(image_io._encode_tiff16(samples, None, compress=False))
+    with open(path, "wb") as handle:
+        image_io._write_tiff16(handle, samples, None, compress=False)
     np.testing.assert_array_equal(read_image(path).pixels, samples)
 
 
@@ -417,3 +418,15 @@ def test_reads_every_realworld_aligned_image(data_dir):
         loaded = read_image(path)
         assert loaded.pixels.ndim == 3 and loaded.pixels.shape[2] == 3
         assert loaded.pixels.dtype in (np.uint8, np.uint16)
+
+
+def test_16_bit_files_larger_than_one_band_round_trip(tmp_path):
+    """16-bit PNG and TIFF are written a band of rows at a time (bounded memory): images of several
+    bands, with an odd number of rows, read back exactly."""
+    samples = random_image((3 * 128 + 5, 37, 3), np.uint16, seed=11)
+    alpha = random_image((3 * 128 + 5, 37), np.uint16, seed=12)
+    for name in ("big.png", "big.tif"):
+        write_image(tmp_path / name, samples, alpha=alpha, bit_depth=16)
+        loaded = read_image(tmp_path / name)
+        np.testing.assert_array_equal(loaded.pixels, samples)
+        np.testing.assert_array_equal(loaded.alpha, alpha)

@@ -196,17 +196,82 @@ def load_network(network: nn.Module, path: Path) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
+#: Rows per band when a full-resolution image is turned into float (pyramid levels, P-Net): the
+#: float copies and P-Net's activations then take a few tens of MB whatever the photo's size.
+BAND_PIXELS = 1 << 19
+
+
+def _band_rows(width: int, multiple: int = 2) -> int:
+    """Rows of a band of a ``width``-pixel-wide image (a multiple of ``multiple``, at least 16)."""
+    rows = max(16, BAND_PIXELS // max(width, 1))
+    return rows - rows % multiple
+
+
 def build_mipmaps(images: torch.Tensor, min_size: int) -> list[torch.Tensor]:
     """Halving pyramid: level k is ``images`` box-filtered down by 2**k.
 
-    ``images``: [B, 3, H, W] float. Level k has ceil(H / 2**k) x ceil(W / 2**k) pixels and its
-    pixel (i, j) covers level-0 pixels [i * 2**k, (i + 1) * 2**k) (a partial last row / column
-    averages only the pixels that exist). Levels stop once a side would drop below ``min_size``.
+    ``images``: [B, 3, H, W] with values in [0, 255], any dtype (uint8 stays uint8: level 0 is
+    ``images`` itself, never a full-size float copy). Levels 1 and deeper are float32; level 1 is
+    made from bands of rows. Level k has ceil(H / 2**k) x ceil(W / 2**k) pixels and its pixel (i, j)
+    covers level-0 pixels [i * 2**k, (i + 1) * 2**k) (a partial last row / column averages only the
+    pixels that exist). Levels stop once a side would drop below ``min_size``.
     """
     levels = [images]
+    if min(images.shape[-2:]) < 2 * min_size:
+        return levels
+    height = images.shape[-2]
+    step = _band_rows(images.shape[-1])
+    levels.append(torch.cat([F.avg_pool2d(images[:, :, top:top + step].float(), 2, ceil_mode=True)
+                             for top in range(0, height, step)], dim=2))
     while min(levels[-1].shape[-2:]) >= 2 * min_size:
         levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
     return levels
+
+
+def resampling_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Taps of bilinear resampling from ``in_size`` to ``out_size`` samples, antialiased when
+    shrinking, exactly as ``F.interpolate(mode="bilinear", align_corners=False, antialias=True)``
+    (a triangle of half-width max(1, in/out) input pixels around each output sample's centre,
+    normalised), one row per output sample.
+
+    Returns (first input index [out_size] int64, weights [out_size, K] float32, zero-padded).
+    Each output sample depends only on its own taps, so an image can be resampled in bands.
+    """
+    scale = in_size / out_size
+    support, inverse = (scale, 1.0 / scale) if scale >= 1.0 else (1.0, 1.0)
+    centres = scale * (torch.arange(out_size, dtype=torch.float64) + 0.5)
+    first = torch.clamp((centres - support + 0.5).to(torch.int64), min=0)
+    last = torch.clamp((centres + support + 0.5).to(torch.int64), max=in_size)
+    taps = int((last - first).max())
+    positions = first[:, None] + torch.arange(taps)
+    weights = (1.0 - ((positions - centres[:, None] + 0.5) * inverse).abs()).clamp(min=0.0)
+    weights = weights * (positions < last[:, None])
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    return first, weights.to(torch.float32)
+
+
+def resample_band(source: torch.Tensor, rows: tuple[int, int], vertical: tuple[torch.Tensor, torch.Tensor],
+                  horizontal: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Output rows ``rows`` = [top, bottom) of ``source`` [B, C, H, W] (any dtype) resampled with the
+    taps of :func:`resampling_taps` (``vertical`` for rows, ``horizontal`` for columns): float32
+    [B, C, bottom - top, out_width]. Only the source rows these output rows need are read."""
+    top, bottom = rows
+    v_first, v_weights = vertical[0][top:bottom], vertical[1][top:bottom]
+    needed_top = int(v_first.min())
+    needed_bottom = min(int((v_first + v_weights.shape[1]).max()), source.shape[-2])
+    band = source[:, :, needed_top:needed_bottom].float()
+    out = None
+    for k in range(v_weights.shape[1]):  # vertical: a weighted sum of whole source rows
+        index = (v_first + k - needed_top).clamp(max=band.shape[-2] - 1)
+        term = band.index_select(2, index) * v_weights[:, k].view(1, 1, -1, 1)
+        out = term if out is None else out.add_(term)
+    h_first, h_weights = horizontal
+    result = None
+    for k in range(h_weights.shape[1]):  # horizontal: a weighted sum of source columns
+        index = (h_first + k).clamp(max=out.shape[-1] - 1)
+        term = out.index_select(3, index) * h_weights[:, k].view(1, 1, 1, -1)
+        result = term if result is None else result.add_(term)
+    return result
 
 
 def _mipmap_level_for(ratio: float, num_levels: int) -> int:
@@ -252,18 +317,39 @@ def crop_and_resize(
     for batch_index, level_index in torch.unique(torch.stack([image_index, level], 1), dim=0).tolist():
         selected = torch.nonzero((image_index == batch_index) & (level == level_index)).flatten()
         source = mipmaps[level_index][batch_index : batch_index + 1]
-        height, width = source.shape[-2:]
         level_boxes = boxes[selected] / (2**level_index)
         xs = level_boxes[:, 0:1] + steps[None, :] * (level_boxes[:, 2:3] - level_boxes[:, 0:1])
         ys = level_boxes[:, 1:2] + steps[None, :] * (level_boxes[:, 3:4] - level_boxes[:, 1:2])
-        # grid_sample with align_corners=False: -1 and +1 are the outer edges of the image.
-        grid_x = (2 * xs / width - 1)[:, None, :].expand(-1, supersample, -1)
-        grid_y = (2 * ys / height - 1)[:, :, None].expand(-1, -1, supersample)
-        grid = torch.stack([grid_x, grid_y], dim=-1).reshape(1, -1, supersample, 2)
-        samples = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        samples = samples.reshape(channels, len(selected), supersample, supersample).transpose(0, 1)
-        out[selected] = F.avg_pool2d(samples, 2)
+        if source.is_floating_point():
+            out[selected] = _sample(source, xs, ys, (0, 0))
+        else:  # full resolution, not float: each box from a float copy of the few pixels it covers
+            height, width = source.shape[-2:]
+            for row, box in zip(selected.tolist(), level_boxes.tolist()):
+                x0, y0 = max(int(math.floor(box[0])) - 1, 0), max(int(math.floor(box[1])) - 1, 0)
+                x1, y1 = min(int(math.ceil(box[2])) + 1, width), min(int(math.ceil(box[3])) + 1, height)
+                if x1 <= x0 or y1 <= y0:
+                    continue  # entirely outside the image: zeros
+                patch = source[:, :, y0:y1, x0:x1].float()
+                index = (selected == row).nonzero().flatten()
+                out[row] = _sample(patch, xs[index], ys[index], (x0, y0))[0]
     return out
+
+
+def _sample(source: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, origin: tuple[int, int]) -> torch.Tensor:
+    """grid_sample of ``source`` [1, C, h, w] (a region of an image starting at ``origin`` (x, y))
+    at the sample positions xs, ys [N, S] in image pixels, averaged 2x2: [N, C, S / 2, S / 2].
+
+    Samples beyond the region's edges read zeros; a region is cut with a margin of one pixel
+    around its boxes, so its edges other than the image's own are never reached."""
+    channels, height, width = source.shape[1:]
+    supersample = xs.shape[1]
+    grid_x = (2 * (xs - origin[0]) / width - 1)[:, None, :].expand(-1, supersample, -1)
+    grid_y = (2 * (ys - origin[1]) / height - 1)[:, :, None].expand(-1, -1, supersample)
+    grid = torch.stack([grid_x, grid_y], dim=-1).reshape(1, -1, supersample, 2)
+    # grid_sample with align_corners=False: -1 and +1 are the outer edges of the region.
+    samples = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    samples = samples.reshape(channels, xs.shape[0], supersample, supersample).transpose(0, 1)
+    return F.avg_pool2d(samples, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +476,7 @@ class MTCNN:
 
     def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack HxWx3 uint8 images (a sequence, or one [B, H, W, 3] array) into a [B, 3, H, W]
-        float tensor on the device."""
+        uint8 tensor on the device (float copies are made band by band, see :data:`BAND_PIXELS`)."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
         if isinstance(images, np.ndarray) or len(images) == 0:
@@ -405,11 +491,11 @@ class MTCNN:
                 raise ValueError(
                     f"MTCNN: batched images must share one size, got {images[0].shape} and {image.shape}"
                 )
-        array = np.stack([np.ascontiguousarray(image) for image in images])
-        return torch.from_numpy(array).to(self.device).permute(0, 3, 1, 2).float()
+        array = images[0][None] if len(images) == 1 else np.stack(images)  # one photo: a view, no copy
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device).permute(0, 3, 1, 2)
 
     def _detect(self, images: torch.Tensor):
-        """Run the cascade on [B, 3, H, W] float images in [0, 255].
+        """Run the cascade on [B, 3, H, W] images with values in [0, 255] (uint8 or float).
 
         Returns corner-coordinate boxes [N, 4], scores [N], landmarks [N, 5, 2] and the image
         index [N] of every face, grouped by decreasing score.
@@ -440,23 +526,16 @@ class MTCNN:
             out_height, out_width = math.ceil(height * scale), math.ceil(width * scale)
             level_index = _mipmap_level_for(scale, len(mipmaps))
             source = mipmaps[level_index]
-            if source.shape[-2:] != (out_height, out_width):
-                resized = F.interpolate(
-                    source, size=(out_height, out_width), mode="bilinear", align_corners=False,
-                    antialias=scale < 1,
-                )
-            else:
-                resized = source
             # Resized pixels per level-0 pixel along each axis (the source level may extend a
             # fraction of a pixel beyond the image, so use its exact extent).
             scale_y = out_height / (source.shape[-2] * 2**level_index)
             scale_x = out_width / (source.shape[-1] * 2**level_index)
-            probability, offsets = self.pnet(_network_input(resized))
+            probability, offsets = self._pnet_in_bands(source, out_height, out_width)
             batch_index, row, col = torch.nonzero(probability >= self.thresholds[0], as_tuple=True)
             if batch_index.numel() == 0:
                 continue
-            x = col.to(resized.dtype) * 2
-            y = row.to(resized.dtype) * 2
+            x = col.to(torch.float32) * 2
+            y = row.to(torch.float32) * 2
             boxes = torch.stack([x / scale_x, y / scale_y, (x + 12) / scale_x, (y + 12) / scale_y], dim=1)
             scores = probability[batch_index, row, col]
             keep = batched_nms(boxes, scores, batch_index, self.PNET_SCALE_IOU)
@@ -471,6 +550,27 @@ class MTCNN:
         keep = batched_nms(boxes, scores, image_index, self.PNET_IOU)
         boxes = square_boxes(apply_box_offsets(boxes[keep], offsets[keep]))
         return boxes, image_index[keep]
+
+    def _pnet_in_bands(self, source: torch.Tensor, out_height: int, out_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """P-Net on ``source`` resized to out_height x out_width, computed in bands of rows:
+        (face probability [B, h, w], box offsets [B, 4, h, w]) as P-Net on the whole resized image.
+
+        Output row r of P-Net sees resized rows 2r .. 2r + 11, so a band of output rows [r0, r1)
+        needs resized rows [2 r0, 2 r1 + 10), each computed from its own resampling taps; bands
+        start at even rows, so the pooling windows line up with the whole image's."""
+        vertical = resampling_taps(source.shape[-2], out_height)
+        horizontal = resampling_taps(source.shape[-1], out_width)
+        rows = math.ceil((out_height - 2) / 2) - 4  # P-Net's output rows for the whole image
+        step = max(1, _band_rows(out_width) // 2)
+        probabilities, offsets = [], []
+        for r0 in range(0, rows, step):
+            r1 = min(r0 + step, rows)
+            bottom = out_height if r1 == rows else 2 * r1 + 10
+            band = resample_band(source, (2 * r0, bottom), vertical, horizontal)
+            probability, offset = self.pnet(_network_input(band))
+            probabilities.append(probability[:, : r1 - r0])
+            offsets.append(offset[:, :, : r1 - r0])
+        return torch.cat(probabilities, dim=1), torch.cat(offsets, dim=2)
 
     def _refine(
         self, mipmaps: list[torch.Tensor], boxes: torch.Tensor, image_index: torch.Tensor

@@ -16,7 +16,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, BinaryIO, Optional, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
@@ -327,52 +327,79 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _encode_png16(samples: np.ndarray, icc_profile: Optional[bytes], exif: Optional[bytes]) -> bytes:
-    """[H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) -> 16-bit PNG file bytes.
+#: Rows of 16-bit samples filtered and compressed at a time (memory stays a few MB per band).
+_BAND_ROWS = 128
 
-    Every row uses the Paeth filter (computed for the whole image at once)."""
+
+def _write_chunk(handle: BinaryIO, kind: bytes, data: bytes) -> None:
+    handle.write(_png_chunk(kind, data))
+
+
+def _write_png16(handle: BinaryIO, samples: np.ndarray, icc_profile: Optional[bytes], exif: Optional[bytes]) -> None:
+    """Write [H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) as a 16-bit PNG to ``handle``.
+
+    Every row uses the Paeth filter; rows are filtered and compressed a band at a time and written
+    as they come (several IDAT chunks), so memory does not grow with the image."""
     height, width, channels = samples.shape
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2).astype(np.int16)
-    bpp = channels * 2
-    left = np.zeros_like(rows)
-    left[:, bpp:] = rows[:, :-bpp]
-    up = np.zeros_like(rows)
-    up[1:] = rows[:-1]
-    up_left = np.zeros_like(rows)
-    up_left[1:, bpp:] = rows[:-1, :-bpp]
-    estimate = left + up - up_left
-    dist_left, dist_up, dist_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
-    predictor = np.where((dist_left <= dist_up) & (dist_left <= dist_up_left), left,
-                         np.where(dist_up <= dist_up_left, up, up_left))
-    filtered = ((rows - predictor) & 0xFF).astype(np.uint8)
-    scanlines = np.concatenate([np.full((height, 1), 4, dtype=np.uint8), filtered], axis=1)
-    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header)]
+    handle.write(b"\x89PNG\r\n\x1a\n")
+    _write_chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
     if icc_profile:
-        parts.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+        _write_chunk(handle, b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
-        parts.append(_png_chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif))
-    parts.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
-    parts.append(_png_chunk(b"IEND", b""))
-    return b"".join(parts)
+        _write_chunk(handle, b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif)
+    bpp = channels * 2
+    compressor = zlib.compressobj(6)
+    above = np.zeros(width * bpp, dtype=np.int16)  # the row above the first row: zeros
+    for top in range(0, height, _BAND_ROWS):
+        rows = samples[top:top + _BAND_ROWS].astype(">u2").view(np.uint8).reshape(-1, width * bpp).astype(np.int16)
+        up = np.concatenate([above[None], rows[:-1]])
+        left = np.zeros_like(rows)
+        left[:, bpp:] = rows[:, :-bpp]
+        up_left = np.zeros_like(rows)
+        up_left[:, bpp:] = up[:, :-bpp]
+        estimate = left + up - up_left
+        dist_left, dist_up, dist_up_left = (np.abs(estimate - v) for v in (left, up, up_left))
+        predictor = np.where((dist_left <= dist_up) & (dist_left <= dist_up_left), left,
+                             np.where(dist_up <= dist_up_left, up, up_left))
+        filtered = ((rows - predictor) & 0xFF).astype(np.uint8)
+        scanlines = np.concatenate([np.full((len(rows), 1), 4, dtype=np.uint8), filtered], axis=1)
+        compressed = compressor.compress(scanlines.tobytes())
+        if compressed:
+            _write_chunk(handle, b"IDAT", compressed)
+        above = rows[-1]
+    _write_chunk(handle, b"IDAT", compressor.flush())
+    _write_chunk(handle, b"IEND", b"")
 
 
-def _encode_tiff16(samples: np.ndarray, icc_profile: Optional[bytes], compress: bool = True) -> bytes:
-    """[H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) -> little-endian TIFF bytes:
-    one strip, Adobe deflate compression with horizontal differencing (predictor 2), or
-    uncompressed when ``compress`` is False."""
+def _write_tiff16(handle: BinaryIO, samples: np.ndarray, icc_profile: Optional[bytes], compress: bool = True) -> None:
+    """Write [H, W, C] uint16 (C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA) as a little-endian TIFF to
+    ``handle`` (seekable): one strip, Adobe deflate compression with horizontal differencing
+    (predictor 2), or uncompressed when ``compress`` is False. The strip is written a band of rows
+    at a time; the directory follows it."""
     height, width, channels = samples.shape
-    if compress:
-        diffs = samples.astype(np.uint16).copy()
-        diffs[:, 1:] -= samples[:, :-1]  # wraps modulo 65536, as TIFF predictor 2 expects
-        strip = zlib.compress(diffs.astype("<u2").tobytes(), 6)
-    else:
-        strip = samples.astype("<u2").tobytes()
+    data_start = 8
+    handle.write(b"II" + struct.pack("<HI", 42, 0))  # the directory's offset is filled in at the end
+    compressor = zlib.compressobj(6) if compress else None
+    strip_length = 0
+    for top in range(0, height, _BAND_ROWS):
+        band = samples[top:top + _BAND_ROWS].astype("<u2")
+        if compressor is not None:
+            band[:, 1:] -= samples[top:top + _BAND_ROWS, :-1].astype("<u2")  # wraps modulo 65536, as predictor 2 expects
+            data = compressor.compress(band.tobytes())
+        else:
+            data = band.tobytes()
+        handle.write(data)
+        strip_length += len(data)
+    if compressor is not None:
+        data = compressor.flush()
+        handle.write(data)
+        strip_length += len(data)
+    if strip_length & 1:
+        handle.write(b"\x00")
 
     extra = bytearray()
-    data_start = 8
-    extra_start = data_start + len(strip) + (len(strip) & 1)
+    extra_start = data_start + strip_length + (strip_length & 1)
 
     def put_extra(blob: bytes) -> int:
         offset = extra_start + len(extra)
@@ -403,7 +430,7 @@ def _encode_tiff16(samples: np.ndarray, icc_profile: Optional[bytes], compress: 
     tag(273, LONG, [data_start])
     tag(277, SHORT, [channels])
     tag(278, LONG, [height])
-    tag(279, LONG, [len(strip)])
+    tag(279, LONG, [strip_length])
     tag(282, RATIONAL, (72, 1))
     tag(283, RATIONAL, (72, 1))
     tag(284, SHORT, [1])  # chunky
@@ -414,11 +441,13 @@ def _encode_tiff16(samples: np.ndarray, icc_profile: Optional[bytes], compress: 
     if icc_profile:
         tag(34675, UNDEFINED, icc_profile)
     ifd_offset = extra_start + len(extra)
-    ifd = struct.pack("<H", len(entries)) + b"".join(
+    handle.write(bytes(extra))
+    handle.write(struct.pack("<H", len(entries)) + b"".join(
         struct.pack("<HHI", number, kind, count) + field for number, kind, count, field in entries
-    ) + struct.pack("<I", 0)
-    header = b"II" + struct.pack("<HI", 42, ifd_offset)
-    return header + strip + b"\x00" * (len(strip) & 1) + bytes(extra) + ifd
+    ) + struct.pack("<I", 0))
+    handle.seek(4)
+    handle.write(struct.pack("<I", ifd_offset))
+    handle.seek(0, io.SEEK_END)
 
 
 def _icc_fits(icc_profile: Optional[bytes], gray: bool) -> bool:
@@ -445,13 +474,13 @@ def _exif_for_output(exif: Optional[bytes]) -> Optional[bytes]:
     return exif
 
 
-def _encode(fmt: str, samples: np.ndarray, quality: int, icc_profile: Optional[bytes],
-            exif: Optional[bytes]) -> bytes:
-    """[H, W, C] uint8/uint16 samples (C = 1, 2, 3, 4) -> file bytes in ``fmt``."""
+def _encode_into(handle: BinaryIO, fmt: str, samples: np.ndarray, quality: int, icc_profile: Optional[bytes],
+                 exif: Optional[bytes]) -> None:
+    """Write [H, W, C] uint8/uint16 samples (C = 1, 2, 3, 4) in ``fmt`` to ``handle``."""
     if samples.dtype == np.uint16:
         if fmt == "PNG":
-            return _encode_png16(samples, icc_profile, exif)
-        return _encode_tiff16(samples, icc_profile)
+            return _write_png16(handle, samples, icc_profile, exif)
+        return _write_tiff16(handle, samples, icc_profile)
     channels = samples.shape[2]
     if fmt == "WEBP" and channels <= 2:  # WebP has no grey modes
         colour = np.repeat(samples[:, :, :1], 3, axis=2)
@@ -470,19 +499,7 @@ def _encode(fmt: str, samples: np.ndarray, quality: int, icc_profile: Optional[b
         options.update(quality=quality, lossless=quality >= 100, exact=True, method=4)
     elif fmt == "TIFF" and features.check("libtiff"):
         options["compression"] = "tiff_adobe_deflate"
-    buffer = io.BytesIO()
-    im.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes, overwrite: bool) -> None:
-    """``path`` either untouched or complete (:func:`faceprior.paths.atomic_write`); without
-    ``overwrite`` an existing file is never replaced."""
-    try:
-        with atomic_write(path, overwrite=overwrite) as handle:
-            handle.write(data)
-    except FileExistsError:
-        raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
+    im.save(handle, format=fmt, **options)
 
 
 def write_image(
@@ -550,14 +567,13 @@ def write_image(
         planes.append(convert_bit_depth(alpha, depth)[:, :, None])
     samples = np.ascontiguousarray(np.concatenate(planes, axis=2))
     icc = icc_profile if _icc_fits(icc_profile, gray and fmt != "WEBP") else None
-    try:
-        data = _encode(fmt, samples, int(quality), icc, _exif_for_output(exif))
-    except Exception as error:
-        raise ImageWriteError(f"{path}: cannot encode {fmt} ({one_line(str(error))})") from None
-    try:
-        _write_atomically(path, data, overwrite)
-    except ImageWriteError:
-        raise
+    try:  # encoded straight into a temporary file next to path, then moved into place
+        with atomic_write(path, overwrite=overwrite) as handle:
+            _encode_into(handle, fmt, samples, int(quality), icc, _exif_for_output(exif))
+    except FileExistsError:
+        raise ImageWriteError(f"{path}: file exists (pass overwrite=True to replace it)") from None
     except OSError as error:
         raise ImageWriteError(f"{path}: cannot write file ({error.strerror or error})") from None
+    except Exception as error:  # the encoder refused the data (Pillow raises many types)
+        raise ImageWriteError(f"{path}: cannot encode {fmt} ({one_line(str(error))})") from None
     return path

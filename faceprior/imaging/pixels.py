@@ -25,6 +25,7 @@ __all__ = [
     "rgb_to_gray",
     "to_float01",
     "to_rgb_array",
+    "to_uint8",
 ]
 
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as Pillow's RGB -> L
@@ -76,6 +77,18 @@ def convert_bit_depth(array: np.ndarray, bit_depth: int) -> np.ndarray:
     if array.dtype == np.uint16:  # -> uint8
         return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
     return from_float01(array, target)
+
+
+def to_uint8(array: np.ndarray, band_rows: int = 256) -> np.ndarray:
+    """uint8 / uint16 / float[0, 1] image [H, ...] -> uint8, as :func:`convert_bit_depth` (uint8 is
+    returned as it is), converted ``band_rows`` rows at a time so that a large photo never has a
+    full-size wider copy (a 25 Mpx RGB float copy is 300 MB)."""
+    if array.dtype == np.uint8:
+        return array
+    out = np.empty(array.shape, dtype=np.uint8)
+    for top in range(0, array.shape[0], band_rows):
+        out[top:top + band_rows] = convert_bit_depth(array[top:top + band_rows], 8)
+    return out
 
 
 def _validated_float(array: np.ndarray) -> np.ndarray:

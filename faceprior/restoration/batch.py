@@ -58,6 +58,11 @@ OUTPUT_RECORD = ".faceprior-outputs.jsonl"
 #: Sub-folders of the output folder for the optional extra files.
 SIDECAR_FOLDERS = {"faces": "faces", "compare": "compare", "report": "reports"}
 
+#: Photos waiting for the network are restored as soon as they hold this many pixels together, so
+#: that a batch of large scans never holds several of them at once (faces of small photos still
+#: share batches).
+MAX_WAITING_PIXELS = 1 << 25
+
 #: Temporary files older than this in an output folder are left over from a killed run.
 STALE_TEMPORARY_SECONDS = 3600.0
 
@@ -406,7 +411,8 @@ def restore_files(
             except RESTORE_ERRORS as error:
                 fail(item.path, reason_of(error, item.path))
             progress.advance(1, item.path.name)
-            if sum(len(entry.photo.crops) for entry in pending) >= restorer.batch_size or len(pending) >= restorer.batch_size:
+            if (sum(len(entry.photo.crops) for entry in pending) >= restorer.batch_size or len(pending) >= restorer.batch_size
+                    or sum(entry.loaded.pixels.shape[0] * entry.loaded.pixels.shape[1] for entry in pending) >= MAX_WAITING_PIXELS):
                 flush()
         if pending:
             flush()

@@ -30,7 +30,7 @@ from faceprior.face.paste import paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
-from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array
+from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array, to_uint8
 from faceprior.imaging.resize import upscale_lanczos
 from faceprior.inference.fast_gfpgan import optimize
 from faceprior.models.descriptor import ModelDescriptor
@@ -329,7 +329,7 @@ class FaceRestorer:
     def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detected and filtered faces of an [H, W, 3] photo: boxes [N, 4], scores [N],
         landmarks [N, 5, 2], largest first after the filters of this restorer."""
-        as_uint8 = pixels if pixels.dtype == np.uint8 else from_float01(to_float01(pixels), np.uint8)
+        as_uint8 = to_uint8(pixels)
         boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(as_uint8))
         return select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks),
                             pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces)
