@@ -248,3 +248,23 @@ def test_restore_works_with_no_network_and_an_empty_cache(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "bundled default model" in result.stderr and "1 image(s) restored, 1 face(s)" in result.stderr
     assert (out / "astronaut-web.jpg").is_file() and not (tmp_path / "empty-cache").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzzing
+
+
+@pytest.mark.slow
+def test_a_seeded_corpus_of_broken_and_hostile_files(tmp_path):
+    """tools/fuzz_restore.py at CI size: 300 files made from seed 0 (truncated, flipped, bombs,
+    corrupt EXIF, wrong suffixes, empty, text...), one `faceprior restore` over them all."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import fuzz_restore
+
+    corpus = tmp_path / "corpus"
+    made = fuzz_restore.make_corpus(corpus, 300, seed=0)
+    assert len(made) == 300 and len(set(made.values())) == len(fuzz_restore.MUTATIONS)
+    report = fuzz_restore.run_restore(corpus, tmp_path / "out", timeout=600, extra=[])
+    assert report.clean(), report
+    assert report.restored + report.failed == report.files == 300 and report.exit_status == 1
+    assert report.restored > 50  # the well-formed and recoverable files are restored

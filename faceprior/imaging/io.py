@@ -77,6 +77,8 @@ class LoadedImage:
         because the pixels were converted to RGB.
     exif: EXIF block (bytes starting with b"Exif\\0\\0") with the orientation tag removed, or None.
     path: the file that was read.
+    notes: what the decoder warned about while reading (e.g. corrupt EXIF data, which is dropped),
+        one line each, for the caller to report with the file's name.
     """
 
     pixels: np.ndarray
@@ -87,6 +89,7 @@ class LoadedImage:
     icc_profile: Optional[bytes] = None
     exif: Optional[bytes] = None
     path: Optional[Path] = None
+    notes: tuple[str, ...] = ()
 
     @property
     def height(self) -> int:
@@ -123,9 +126,10 @@ def apply_exif_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
 
 
 class _PixelLimit:
-    """Silences Pillow's DecompressionBombWarning (the size is checked here instead) and, only
-    when ``max_pixels`` exceeds what Pillow's own check allows (2 * Image.MAX_IMAGE_PIXELS),
-    raises Pillow's global limit under a lock, restoring it afterwards."""
+    """Records the warnings of decoding (``self.notes``: Pillow's DecompressionBombWarning is
+    dropped, the size is checked here instead; others become notes the caller reports with the
+    file's name) and, only when ``max_pixels`` exceeds what Pillow's own check allows
+    (2 * Image.MAX_IMAGE_PIXELS), raises Pillow's global limit under a lock, restoring it afterwards."""
 
     _lock = threading.Lock()
 
@@ -135,9 +139,9 @@ class _PixelLimit:
         self.max_pixels = max_pixels
 
     def __enter__(self):
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        self._warnings = warnings.catch_warnings(record=True)
+        self._recorded = self._warnings.__enter__()
+        warnings.simplefilter("always")
         if self.raise_limit:
             self._lock.acquire()
             self._saved = Image.MAX_IMAGE_PIXELS
@@ -150,6 +154,11 @@ class _PixelLimit:
             self._lock.release()
         self._warnings.__exit__(*exc)
         return False
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        found = (one_line(w.message) for w in self._recorded if not issubclass(w.category, Image.DecompressionBombWarning))
+        return tuple(dict.fromkeys(note for note in found if note))
 
 
 _RAWMODE_LOW_BYTES = {"16B": "16L", "16L": "16B", "16N": "16B" if sys.byteorder == "little" else "16L"}
@@ -262,7 +271,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
     if size == 0:
         raise fail("empty file (0 bytes)")
 
-    with _PixelLimit(max_pixels):
+    with _PixelLimit(max_pixels) as limit:
         try:
             im = Image.open(path, formats=SUPPORTED_FORMATS)
         except UnidentifiedImageError:
@@ -308,7 +317,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
     if alpha is not None:
         alpha = np.ascontiguousarray(apply_exif_orientation(alpha, orientation))
     return LoadedImage(pixels=pixels, alpha=alpha, format=file_format, bit_depth=bit_depth,
-                       was_gray=was_gray, icc_profile=icc, exif=exif, path=path)
+                       was_gray=was_gray, icc_profile=icc, exif=exif, path=path, notes=limit.notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -457,18 +466,23 @@ def _icc_fits(icc_profile: Optional[bytes], gray: bool) -> bool:
 
 
 def _exif_for_output(exif: Optional[bytes]) -> Optional[bytes]:
-    """EXIF bytes (with the b"Exif\\0\\0" prefix) without an orientation tag, or None."""
+    """EXIF bytes (with the b"Exif\\0\\0" prefix) without an orientation tag, or None (also for an
+    EXIF block that Pillow finds corrupt: it is not copied into the output)."""
     if not exif:
         return None
     exif = bytes(exif)
     if not exif.startswith(_EXIF_PREFIX):
         exif = _EXIF_PREFIX + exif
     try:
-        parsed = Image.Exif()
-        parsed.load(exif)
-        if _EXIF_ORIENTATION in parsed:
-            del parsed[_EXIF_ORIENTATION]
-            return parsed.tobytes()
+        with warnings.catch_warnings(record=True) as complaints:
+            warnings.simplefilter("always")
+            parsed = Image.Exif()
+            parsed.load(exif)
+            if _EXIF_ORIENTATION in parsed:
+                del parsed[_EXIF_ORIENTATION]
+                exif = parsed.tobytes()
+        if complaints:
+            return None
     except Exception:
         return None
     return exif

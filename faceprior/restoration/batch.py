@@ -406,6 +406,8 @@ def restore_files(
                 read_ahead(index)
                 loaded = reads.pop(index).result()
                 read_ahead(index + 1)
+                for note in loaded.notes:
+                    progress.message(f"faceprior: {printable(item.path)}: note: {printable(note)}")
                 image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
                 pending.append(_Pending(plan, loaded, restorer.prepare(image)))
             except RESTORE_ERRORS as error:
