@@ -6,6 +6,7 @@ Tiny networks (configs/tiny_test.yaml: 32 px, narrow 1/32) on 8 synthetic faces;
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -261,7 +262,7 @@ def test_the_input_gate_has_its_own_adam_and_lr(tmp_path, faces):
         tiny_config(tmp_path, faces, optim__lr_input_gate=1e-2)
 
 
-def test_train_only_input_gate_freezes_the_rest_and_gan_off_skips_the_discriminator(tmp_path, faces):
+def test_train_only_input_gate_freezes_the_rest_and_gan_off_skips_the_discriminator(tmp_path, faces, capsys):
     settings = dict(model__kwargs__input_gate=True, model__train_only_input_gate=True, losses__identity=0.0,
                     losses__perceptual=0.0, losses__style=0.0, losses__gan=0.0, optim__lr_g=1e-2,
                     train__total_iter=3, train__save_every=3)
@@ -276,6 +277,9 @@ def test_train_only_input_gate_freezes_the_rest_and_gan_off_skips_the_discrimina
     cfg = tiny_config(tmp_path, faces, model__pretrained=str(tmp_path / "g.pth"),
                       model__pretrained_d=str(tmp_path / "d.pth"), **settings)
     train(cfg)
+    printed = capsys.readouterr().out
+    assert f"training states go to {Path(cfg.train.out_dir) / 'checkpoints'} every 3 iterations" in printed
+    assert re.search(r"\[3/3\] .* ETA 0 s", printed)  # every progress line says how long is left
     state = _final_state(cfg.train.out_dir)
     moved = {k for k, v in state["modules"]["net_g"].items() if not torch.equal(v, start_g[k])}
     assert moved == {"input_gate.spatial.weight", "input_gate.spatial.bias", "input_gate.face.weight",

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from faceprior.errors import FacepriorError
 from faceprior.models.loading import describe_network, load_state_dict_strict, resolve_model
+from faceprior.progress import format_duration
 from faceprior.training.checkpointing import (
     TRAINING_STATE_FORMAT,
     TRAINING_STATE_VERSION,
@@ -406,8 +407,12 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
                  f"{config.global_batch(ctx.world_size)} ({ctx.world_size} process(es) x {config.data.batch_size}"
                  f" x {run.grad_accum} accumulation), EMA decay {trainer.ema_decay:.6f}, device {ctx.device}"
                  f"{', bf16 autocast' if ctx.amp_dtype is not None else ''}")
+        log.info(f"training states go to {out_dir / 'checkpoints'} every {run.save_every} iterations (a killed run "
+                 f"resumes from the newest), generator weights to {out_dir / 'models'}, scalars to "
+                 f"{out_dir / 'metrics.jsonl'}")
 
         end = run.total_iter if stop_at is None else min(run.total_iter, stop_at)
+        run_start, run_start_iteration = time.monotonic(), start
         if start == 0 and run.val_every > 0:
             _validate(trainer, 0)
 
@@ -433,7 +438,9 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
                 means["sec_per_iter"] = window_seconds / window
                 means["epoch"] = stream.epoch
                 log.log_scalars("train", iteration, means)
-                log.info(f"[{iteration}/{run.total_iter}] {_format_scalars(means)}")
+                remaining = (end - iteration) * (time.monotonic() - run_start) / max(iteration - run_start_iteration, 1)
+                log.info(f"[{iteration}/{run.total_iter}] {_format_scalars(means)} ETA {format_duration(remaining)}"
+                         + (f" (to iteration {end})" if end != run.total_iter else ""))
                 diverged = sorted(name for name, value in means.items() if not math.isfinite(value))
                 if diverged:
                     raise TrainingDivergedError(
