@@ -28,16 +28,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PEAK_WRAPPER = """
-import resource, runpy, sys
-sys.argv = ["faceprior"] + sys.argv[1:]
-try:
-    runpy.run_module("faceprior", run_name="__main__")
-finally:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write(f"PEAK_KB {line.split()[1]}\\n")
-"""
+from process_memory import PEAK_RSS_WRAPPER, peak_kib_of  # noqa: E402
 
 
 def make_inputs(folder: Path, side: int) -> dict[str, Path]:
@@ -55,13 +46,13 @@ def make_inputs(folder: Path, side: int) -> dict[str, Path]:
 
 def peak_kib(source: Path, image: Path, out_dir: Path) -> int:
     """Peak RSS (KiB) of `faceprior restore IMAGE` run from the code in ``source``."""
-    command = [sys.executable, "-c", PEAK_WRAPPER, "restore", str(image), "-o", str(out_dir), "--overwrite"]
+    command = [sys.executable, "-c", PEAK_RSS_WRAPPER, "restore", str(image), "-o", str(out_dir), "--overwrite"]
     result = subprocess.run(command, cwd=source, capture_output=True, text=True,
                             env={"PYTHONPATH": str(source), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
-    peaks = [int(line.split()[1]) for line in result.stderr.splitlines() if line.startswith("PEAK_KB")]
-    if result.returncode != 0 or not peaks:
+    peak = peak_kib_of(result.stderr)
+    if result.returncode != 0 or peak is None:
         raise SystemExit(f"bench_memory: {source}: restore {image.name} failed:\n{result.stderr[-2000:]}")
-    return peaks[-1]
+    return peak
 
 
 def measure(source: Path, paths: dict[str, Path], out_dir: Path, pixels: int) -> dict[str, tuple[float, float]]:

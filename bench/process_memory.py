@@ -25,3 +25,23 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+#: ``python -c PEAK_RSS_WRAPPER ARGS...`` runs ``faceprior ARGS...`` and then writes its peak
+#: resident set as a last stderr line ``PEAK_KB <kibibytes>`` (read with :func:`peak_kib_of`).
+PEAK_RSS_WRAPPER = """
+import runpy, sys
+sys.argv = ["faceprior"] + sys.argv[1:]
+try:
+    runpy.run_module("faceprior", run_name="__main__")
+finally:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write(f"PEAK_KB {line.split()[1]}\\n")
+"""
+
+
+def peak_kib_of(stderr: str) -> int | None:
+    """The peak RSS (KiB) a PEAK_RSS_WRAPPER run printed, or None."""
+    peaks = [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("PEAK_KB")]
+    return peaks[-1] if peaks else None

@@ -45,18 +45,9 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
 
-PEAK_WRAPPER = """
-import runpy, sys
-sys.argv = ["faceprior"] + sys.argv[1:]
-try:
-    runpy.run_module("faceprior", run_name="__main__")
-finally:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            sys.stderr.write(f"PEAK_KB {line.split()[1]}\\n")
-"""
-
+from process_memory import PEAK_RSS_WRAPPER, peak_kib_of  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # The corpus
@@ -216,7 +207,7 @@ def _digests(folder: Path) -> dict[str, str]:
 def run_restore(corpus: Path, out_dir: Path, timeout: float, extra: list[str]) -> FuzzReport:
     """One `faceprior restore CORPUS -o OUT` in a fresh process, judged as the module docstring says."""
     before = _digests(corpus)
-    command = [sys.executable, "-c", PEAK_WRAPPER, "restore", str(corpus), "-o", str(out_dir), *extra]
+    command = [sys.executable, "-c", PEAK_RSS_WRAPPER, "restore", str(corpus), "-o", str(out_dir), *extra]
     start = time.monotonic()
     hangs = crashes = 0
     try:
@@ -230,7 +221,7 @@ def run_restore(corpus: Path, out_dir: Path, timeout: float, extra: list[str]) -
         crashes = 1
     after = _digests(corpus)
     changed = sum(1 for name, digest in before.items() if after.get(name) != digest)
-    peaks = [int(line.split()[1]) / 1024 for line in stderr.splitlines() if line.startswith("PEAK_KB")]
+    peak = peak_kib_of(stderr)
     failure_lines = [line for line in stderr.splitlines() if line.startswith("  failed: ")]
     failed_names = {line[len("  failed: "):].split(": ", 1)[0] for line in failure_lines}
     restored = {p.name for p in out_dir.rglob("*") if p.is_file() and not p.name.startswith(".")} if out_dir.exists() else set()
@@ -242,7 +233,7 @@ def run_restore(corpus: Path, out_dir: Path, timeout: float, extra: list[str]) -
     stray = [line for line in stderr.splitlines()
              if line.strip() and not line.startswith(known) and " image(s) restored, " not in line]
     return FuzzReport(files=len(before), restored=len(restored), failed=len(failure_lines), exit_status=status,
-                      seconds=round(seconds, 1), peak_rss_mib=round(peaks[-1], 1) if peaks else None, crashes=crashes,
+                      seconds=round(seconds, 1), peak_rss_mib=round(peak / 1024, 1) if peak else None, crashes=crashes,
                       hangs=hangs, tracebacks=int("Traceback" in stderr), inputs_changed=changed, unexplained=unexplained,
                       stray_lines=len(stray))
 
