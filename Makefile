@@ -21,7 +21,9 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/faceprior restore examples -o results --overwrite --save-compare
 
+# ruff: pyflakes and pycodestyle errors (pyproject.toml); tools/check_layers.py runs inside the tests.
 test: setup
+	$(BIN)/ruff check --quiet .
 	$(BIN)/python -m pytest -q
 
 # Everyday work: everything but the tests marked slow (well under 90 s on a 2-core CPU).

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageOps, features
 
-PIL = pytest.importorskip("PIL")
-from PIL import Image, ImageOps, features  # noqa: E402
-
-from faceprior import paths  # noqa: E402
-from faceprior.imaging import io as image_io  # noqa: E402
-from faceprior.imaging import pixels  # noqa: E402
+from faceprior import paths
+from faceprior.imaging import io as image_io
+from faceprior.imaging import pixels
 from faceprior.imaging.io import ImageReadError, ImageWriteError, apply_exif_orientation, read_image, write_image
 from faceprior.imaging.pixels import convert_bit_depth, to_rgb_array
 

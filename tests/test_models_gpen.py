@@ -223,7 +223,7 @@ def test_layout():
 
 def test_declaration():
     assert ARCHITECTURE.name == "GPEN" and ARCHITECTURE.network is FullGenerator
-    assert ARCHITECTURE.purpose == "restoration" and ARCHITECTURE.framing == "ffhq"
+    assert ARCHITECTURE.purpose == "restoration" and ARCHITECTURE.framing == "gpen"
     assert ARCHITECTURE.value_range == (-1.0, 1.0)
     assert ARCHITECTURE.capabilities.names() == []
     assert "non-commercial" in ARCHITECTURE.weights_license and ARCHITECTURE.description

@@ -80,3 +80,75 @@ def test_export_command(reference_dir: Path, tmp_path: Path, capsys):
     args = parser.parse_args(["export", checkpoint, "-o", str(out)])
     with pytest.raises(CommandError, match="exists"):
         args.run(args)
+
+
+ZOO_ARCHITECTURES = {"RestoreFormer_small": {}, "RestoreFormerPlusPlus_small": {}, "CodeFormer_small": {"n_head": 4}}
+
+
+def _zoo(reference_dir: Path) -> tuple[Path, dict]:
+    import json
+
+    zoo = reference_dir / "zoo"
+    if not (zoo / "index.json").is_file():
+        pytest.skip(f"zoo reference pack not found at {zoo}")
+    return zoo, json.loads((zoo / "index.json").read_text())["configs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO_ARCHITECTURES))
+def test_restoreformer_and_codeformer_export_and_match_the_official_outputs(reference_dir: Path, tmp_path: Path, name):
+    from faceprior.models.loading import resolve_model
+
+    zoo, configs = _zoo(reference_dir)
+    descriptor = resolve_model(zoo / configs[name]["ckpt"], **ZOO_ARCHITECTURES[name])
+    assert descriptor.capabilities.onnx
+    ref = torch.load(zoo / configs[name]["ref"], map_location="cpu", weights_only=True)
+    x = ref["input"]
+    if name == "CodeFormer_small":  # the fidelity is a constant of each graph
+        for w in (0, 1):
+            path = export_onnx(descriptor, tmp_path / f"w{w}.onnx", fidelity=w)
+            assert (run_onnx(path, x) - ref[f"output_w{w}"]).abs().max().item() <= TOLERANCE
+        expected = ref["output_w0.5"]
+    else:
+        expected = ref["output"]
+    path = export_onnx(descriptor, tmp_path / f"{name}.onnx", batch_size=2)  # the model's default fidelity
+    assert (run_onnx(path, x) - expected).abs().max().item() <= TOLERANCE
+    assert (run_onnx(path, x[:1]) - expected[:1]).abs().max().item() <= TOLERANCE  # batch axis is dynamic
+    assert (run_onnx(path, torch.cat([x, x[:1]]))[-1:] - expected[:1]).abs().max().item() <= TOLERANCE
+
+
+def test_gpen_is_refused_in_one_line_and_nothing_is_written(reference_dir: Path, tmp_path: Path):
+    from faceprior.models.loading import resolve_model
+
+    zoo, configs = _zoo(reference_dir)
+    gpen = resolve_model(zoo / configs["GPEN_small"]["ckpt"])
+    with pytest.raises(ExportError, match="GPEN cannot be exported to ONNX"):
+        export_onnx(gpen, tmp_path / "gpen.onnx")
+    restoreformer = resolve_model(zoo / configs["RestoreFormer_small"]["ckpt"])
+    with pytest.raises(ExportError, match="no fidelity control"):
+        export_onnx(restoreformer, tmp_path / "rf.onnx", fidelity=0.3)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_export_command_fixes_codeformer_fidelity(reference_dir: Path, tmp_path: Path, capsys, monkeypatch):
+    from faceprior.cli.common import CommandError
+
+    zoo, configs = _zoo(reference_dir)
+    parser = argparse.ArgumentParser(prog="faceprior")
+    add_export_command(parser.add_subparsers(dest="command", required=True))
+    # the released CodeFormer has 8 heads; the small test config 4, which its file cannot say
+    import faceprior.cli.models as cli_models
+    real_resolve = cli_models.resolve_model
+    monkeypatch.setattr(cli_models, "resolve_model", lambda spec: real_resolve(spec, n_head=4))
+    out = tmp_path / "codeformer.onnx"
+    args = parser.parse_args(["export", str(zoo / configs["CodeFormer_small"]["ckpt"]), "-o", str(out),
+                              "--fidelity", "1", "--check"])
+    assert args.run(args) == 0
+    assert "CodeFormer" in capsys.readouterr().out
+    ref = torch.load(zoo / configs["CodeFormer_small"]["ref"], map_location="cpu", weights_only=True)
+    assert (run_onnx(out, ref["input"]) - ref["output_w1"]).abs().max().item() <= TOLERANCE
+    args = parser.parse_args(["export", str(zoo / configs["CodeFormer_small"]["ckpt"]), "-o", str(tmp_path / "x.onnx"),
+                              "--fidelity", "2"])
+    with pytest.raises(CommandError, match=r"--fidelity must be in \[0, 1\]"):
+        args.run(args)

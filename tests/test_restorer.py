@@ -187,7 +187,7 @@ def test_named_template_for_a_checkpoint_file_and_instead_of_a_registered_ones_o
     np.testing.assert_allclose(bundled.template, scale_template(FFHQ_TEMPLATE_512, 512, 256))
     assert "ffhq framing instead of its own" in bundled.reason
     np.testing.assert_allclose(choose_model("faceprior-256").template, CELEBA_HQ_TEMPLATE_256)
-    with pytest.raises(ValueError, match="unknown face template 'celeba'; known: ffhq, celeba-hq"):
+    with pytest.raises(ValueError, match="unknown face template .celeba.; known: ffhq, celeba-hq, gpen"):
         choose_model(str(small_checkpoint), template="celeba")
 
 

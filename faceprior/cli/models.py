@@ -164,14 +164,17 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a restoration model to ONNX",
-        description="Write MODEL (catalogue name or checkpoint path; GFPGANv1Clean or GFPGANBilinear) as an "
-        "ONNX graph: input 'input' [N, 3, S, S] in [-1, 1], output 'image', dynamic batch, stored decoder noise.",
+        description="Write MODEL (catalogue name or checkpoint path: GFP-GAN 1.2-1.4 or a clean/bilinear checkpoint, "
+        "RestoreFormer, RestoreFormer++, CodeFormer) as an ONNX graph: input 'input' [N, 3, S, S] in [-1, 1], "
+        "output 'image', dynamic batch, stored decoder noise, the fidelity fixed in the graph.",
     )
     parser.add_argument("model", help="catalogue name (see `faceprior models`) or checkpoint path")
     parser.add_argument("--format", default="onnx", choices=("onnx",), help="output format (only onnx)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version (default %(default)s)")
     parser.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on a random batch")
+    parser.add_argument("--fidelity", type=float, default=None, metavar="F",
+                        help="models with a fidelity control (CodeFormer's w): the value fixed in the graph (default: the model's)")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.set_defaults(run=run_export)
 
@@ -179,11 +182,16 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.force:
         raise CommandError(f"{args.output} exists; pass --force to overwrite it")
+    if args.fidelity is not None and not 0 <= args.fidelity <= 1:
+        raise CommandError(f"--fidelity must be in [0, 1], got {args.fidelity}")
     descriptor = resolve_model(args.model).require_restoration()
     try:
-        path = export_onnx(descriptor, args.output, opset=args.opset, check=args.check)
+        path = export_onnx(descriptor, args.output, opset=args.opset, check=args.check, fidelity=args.fidelity,
+                           overwrite=args.force)
     except ImportError as error:
         raise CommandError(str(error)) from None
+    except FileExistsError:
+        raise CommandError(f"{args.output} appeared while exporting; pass --force to overwrite it") from None
     size = path.stat().st_size / 2**20
     print(f"wrote {path}: {descriptor.arch}, {size:.1f} MiB, opset {args.opset}"
           + (", onnxruntime check passed" if args.check else ""))

@@ -31,10 +31,11 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
-    parser.add_argument("--model", default=None, help="registered name (see `faceprior models`) or checkpoint path; "
-                        "default: the best registered model in the weight cache")
+    parser.add_argument("--model", default=None, help="catalogue name (see `faceprior models`: gfpgan-1.4, restoreformer, "
+                        "restoreformer++, codeformer, gpen-bfr-512, ...) or checkpoint path; default: the best restoration "
+                        "model present")
     parser.add_argument("--template", default=None, choices=tuple(TEMPLATES),
-                        help="face framing the model was trained on (default: a registered model's own; "
+                        help="face framing the model was trained on (default: a catalogue model's own; "
                         "ffhq for a checkpoint file; celeba-hq for models trained on faces-train-256)")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "retinaface", "retinaface-mobilenet"))
     parser.add_argument("--aligned", action="store_true", help="inputs are already aligned faces: no detection")
@@ -51,6 +52,9 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         "instead of the soft rectangle")
     parser.add_argument("--weight", type=float, default=1.0, metavar="W",
                         help="blend: 1 = restored face, 0 = input face (default 1)")
+    parser.add_argument("--fidelity", type=float, default=None, metavar="F",
+                        help="models with a fidelity control (CodeFormer's w): 0 = most generative, 1 = closest to "
+                        "the input (default: the model's, 0.5 for CodeFormer)")
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="use random decoder noise from seed S (default: the stored noise, deterministic)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward (faces of several photos share a forward)")
@@ -91,7 +95,7 @@ def run_restore(args: argparse.Namespace) -> int:
         aligned=args.aligned, only_center_face=args.only_center_face, min_face=args.min_face,
         max_faces=args.max_faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
         upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
-        precision=args.precision, template=args.template)
+        precision=args.precision, template=args.template, fidelity=args.fidelity)
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
           file=sys.stderr)
     summary = restore_files(

@@ -447,7 +447,7 @@ class MTCNN:
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
         """detect() for several images of the same size, run as one batch (one list per image)."""
         return [
-            [DetectedFace(box=b, score=float(s), landmarks=l) for b, s, l in zip(*arrays)]
+            [DetectedFace(box=box, score=float(score), landmarks=points) for box, score, points in zip(*arrays)]
             for arrays in self.detect_batch_arrays(images)
         ]
 

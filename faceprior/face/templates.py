@@ -40,6 +40,21 @@ CELEBA_HQ_TEMPLATE_256 = np.array(
 )
 
 
+# GPEN's 512x512 framing (yangxy/GPEN face_enhancement.py: get_reference_facial_points((512, 512),
+# inner_padding_factor=0.25, outer_padding=(0, 0), default_square=True) from align_faces.py's
+# 96x112 reference points): a tighter face than FFHQ's (eye distance 107 px against 126).
+GPEN_TEMPLATE_512 = np.array(
+    [
+        [202.04068, 242.88396],
+        [309.43025, 242.28998],
+        [256.07680, 303.95917],
+        [211.95977, 366.82819],
+        [300.89112, 366.33631],
+    ],
+    dtype=np.float64,
+)
+
+
 def scale_template(template: np.ndarray, from_size: int, to_size: int) -> np.ndarray:
     """Rescale a [5, 2] template made for ``from_size`` crops to ``to_size`` crops."""
     return np.asarray(template, dtype=np.float64) * (to_size / from_size)
@@ -49,6 +64,7 @@ def scale_template(template: np.ndarray, from_size: int, to_size: int) -> np.nda
 TEMPLATES: dict[str, tuple[np.ndarray, int]] = {
     "ffhq": (FFHQ_TEMPLATE_512, 512),  # the official GFP-GAN models, FFHQ-trained models
     "celeba-hq": (CELEBA_HQ_TEMPLATE_256, 256),  # models trained on faces-train-256 (faceprior-256)
+    "gpen": (GPEN_TEMPLATE_512, 512),  # GPEN's BFR models
 }
 
 

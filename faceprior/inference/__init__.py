@@ -1,4 +1,5 @@
-"""Fast inference: an optimised CPU forward for the GFP-GAN generators, and ONNX export.
+"""Fast inference: an optimised CPU forward for the GFP-GAN generators, and ONNX export of the
+restoration models that declare ``capabilities.onnx`` (GFP-GAN, RestoreFormer(++), CodeFormer).
 
     from faceprior.inference import optimize
     fast = optimize(descriptor)                   # faceprior.resolve_model(...) of a GFPGANv1Clean or GFPGANBilinear
@@ -6,7 +7,8 @@
     image, _ = fast(x, return_rgb=False, randomize_noise=False)
 
     from faceprior.inference import export_onnx
-    export_onnx(model, "gfpgan.onnx")             # input "input" [N, 3, S, S] -> output "image"
+    export_onnx(descriptor, "gfpgan.onnx")        # input "input" [N, 3, S, S] -> output "image"
+    export_onnx(codeformer, "cf.onnx", fidelity=0.7)  # a fidelity control is a constant of the graph
 
 See docs/speed.md for what is done and the measured speed-ups.
 """

@@ -519,7 +519,7 @@ class CodeFormer(nn.Module):
         for i, block in enumerate(self.encoder.blocks):
             x = block(x)
             if i in taps:
-                enc_feats[str(x.shape[-1])] = x
+                enc_feats[str(int(x.shape[-1]))] = x
         lq_feat = x
         height, width = lq_feat.shape[-2:]
 
@@ -546,7 +546,7 @@ class CodeFormer(nn.Module):
         for i, block in enumerate(self.generator.blocks):
             x = block(x)
             if i in fuse_at and w > 0:
-                size = str(x.shape[-1])
+                size = str(int(x.shape[-1]))
                 x = self.fuse_convs_dict[size](enc_feats[size].detach(), x, w)
         return x, logits, lq_feat
 
@@ -691,7 +691,7 @@ ARCHITECTURE = Architecture(
     face_size=lambda options: options["img_size"],
     framing="ffhq",
     restore=_restore,
-    capabilities=Capabilities(fidelity=True, stochastic=False, fast_cpu=False, bf16=False, onnx=False),
+    capabilities=Capabilities(fidelity=True, stochastic=False, fast_cpu=False, bf16=False, onnx=True),
     weights_license="NTU S-Lab License 1.0 (non-commercial)",
     description="CodeFormer (NeurIPS 2022): Transformer code prediction over a VQGAN codebook, "
                 "with a fidelity weight w in [0, 1]",

@@ -542,7 +542,7 @@ ARCHITECTURE = Architecture(
     layout=gpen_layout,
     options=gpen_options,
     face_size=lambda options: options["size"],
-    framing="ffhq",
+    framing="gpen",  # GPEN aligns faces to its own, tighter template (faceprior.face.templates.GPEN_TEMPLATE_512)
     restore=_restore,
     capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=False, bf16=False, onnx=False),
     weights_license=(

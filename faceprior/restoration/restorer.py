@@ -224,11 +224,12 @@ class Result:
 
 
 class FaceRestorer:
-    """Restore every face in a photo with a GFP-GAN model.
+    """Restore every face in a photo with a face-restoration model (GFP-GAN, RestoreFormer,
+    RestoreFormer++, CodeFormer, GPEN, or any architecture of ``faceprior.models.ARCHITECTURES``).
 
     Args:
-        model: registered name (e.g. "gfpgan-1.4"), checkpoint path, nn.Module, or None for the
-            best registered model in the weight cache.
+        model: catalogue name (e.g. "gfpgan-1.4", "codeformer"), checkpoint path or URL, nn.Module,
+            ModelDescriptor, or None for the best restoration model present.
         detector: "mtcnn", "retinaface", or an object with ``detect_arrays`` (see make_detector).
         upscale: background enlargement factor, >= 1.
         weight: blend of restored and input face, 1 = fully restored, 0 = input face.
@@ -252,8 +253,11 @@ class FaceRestorer:
             "bf16": bfloat16 (CPU fast path with AMX / AVX512-BF16, autocast on GPUs; ~50 dB PSNR
             against fp32). "auto": bf16 where the hardware computes it natively, else fp32.
         template: the face framing the model was trained on, a key of
-            ``faceprior.face.templates.TEMPLATES`` ("ffhq", "celeba-hq"); None: a registered
-            model's own, "ffhq" for a checkpoint file or module.
+            ``faceprior.face.templates.TEMPLATES`` ("ffhq", "celeba-hq", "gpen"); None: a catalogue
+            model's own (or its architecture's), "ffhq" for other files and modules.
+        fidelity: for models with a fidelity control (CodeFormer's ``w``), in [0, 1]: 0 = the most
+            generative result, 1 = the closest to the input; None: the model's default (0.5 for
+            CodeFormer). An error for a model without one (``weight`` blends any model's output).
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
@@ -262,13 +266,15 @@ class FaceRestorer:
                  seed: Optional[int] = None, upsampler: Union[Upsampler, str, None] = None,
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
-                 precision: str = "fp32", template: Optional[str] = None):
+                 precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
         if not 0 <= weight <= 1:
             raise OptionError(f"weight must be in [0, 1], got {weight}")
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+        if fidelity is not None and not 0 <= fidelity <= 1:
+            raise OptionError(f"fidelity must be in [0, 1], got {fidelity}")
         self.device = parse_device(device)
         self.choice = choose_model(model, self.device, cache_dir, template)
         self.descriptor = self.choice.descriptor
@@ -277,6 +283,10 @@ class FaceRestorer:
                                                                                    self.device)
         self.input_size = self.choice.input_size
         self.template = self.choice.template
+        if fidelity is not None and not self.descriptor.capabilities.fidelity:
+            raise OptionError(f"{self.descriptor.name} ({self.descriptor.arch}) has no fidelity control; "
+                              "--weight blends its output with the input instead")
+        self.fidelity = fidelity
         self.detector = None
         if not aligned:
             self.detector = make_detector(detector, self.device) if isinstance(detector, str) else detector
@@ -319,10 +329,10 @@ class FaceRestorer:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if self.seed is None:
-                return self.descriptor.restore(x, randomize_noise=False, network=self.network).float()
+                return self.descriptor.restore(x, self.fidelity, randomize_noise=False, network=self.network).float()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(self.seed)
-                return self.descriptor.restore(x, randomize_noise=True, network=self.network).float()
+                return self.descriptor.restore(x, self.fidelity, randomize_noise=True, network=self.network).float()
 
     # ---- whole photos ----------------------------------------------------------------------
 

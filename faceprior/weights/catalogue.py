@@ -204,7 +204,7 @@ _ENTRIES = (
         license="NTU S-Lab License 1.0: non-commercial use only", source="https://github.com/sczhou/CodeFormer",
         description="CodeFormer (NeurIPS 2022): a transformer predicts codebook entries; --fidelity trades quality for fidelity"),
     *(WeightFile(
-        name=f"gpen-bfr-{size}", kind="restoration", filename=f"GPEN-BFR-{size}.pth", arch="GPEN", framing="ffhq",
+        name=f"gpen-bfr-{size}", kind="restoration", filename=f"GPEN-BFR-{size}.pth", arch="GPEN", framing="gpen",
         urls=(f"https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-{size}.pth",),
         sha256=sha256, size=length, license=_GPEN_LICENSE, source="https://github.com/yangxy/GPEN",
         description=f"GPEN blind face restoration (CVPR 2021), {size} px: a GAN prior embedded in a U-Net")
