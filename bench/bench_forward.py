@@ -66,8 +66,13 @@ def build_model(spec: str | None = None, seed: int = 0) -> torch.nn.Module:
     if spec is not None:
         return load_model(spec)
     torch.manual_seed(seed)
-    model = GFPGANv1Clean(**RELEASED_OPTIONS).eval()
-    generator = torch.Generator().manual_seed(seed + 1000)
+    return perturb_constant_tensors(GFPGANv1Clean(**RELEASED_OPTIONS).eval(), seed + 1000)
+
+
+def perturb_constant_tensors(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Add ``0.1 * randn`` to the parameters that are constant at init (biases, noise strengths,
+    modulation biases, norm weights), so that every term of the forward matters; returns ``model``."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.parameters():
             if param.numel() > 1 and bool((param == param.flatten()[0]).all()) or param.numel() == 1:

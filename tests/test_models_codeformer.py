@@ -254,5 +254,5 @@ def test_declaration():
     assert ARCHITECTURE.name == "CodeFormer" and ARCHITECTURE.network is CodeFormer
     assert ARCHITECTURE.purpose == "restoration" and ARCHITECTURE.framing == "ffhq"
     assert ARCHITECTURE.value_range == (-1.0, 1.0)
-    assert ARCHITECTURE.capabilities.names() == ["fidelity", "onnx"]
+    assert ARCHITECTURE.capabilities.names() == ["fidelity", "fast_cpu", "onnx"]
     assert "non-commercial" in ARCHITECTURE.weights_license and ARCHITECTURE.description

@@ -225,5 +225,5 @@ def test_declaration():
     assert ARCHITECTURE.name == "GPEN" and ARCHITECTURE.network is FullGenerator
     assert ARCHITECTURE.purpose == "restoration" and ARCHITECTURE.framing == "gpen"
     assert ARCHITECTURE.value_range == (-1.0, 1.0)
-    assert ARCHITECTURE.capabilities.names() == []
+    assert ARCHITECTURE.capabilities.names() == ["bf16"]
     assert "non-commercial" in ARCHITECTURE.weights_license and ARCHITECTURE.description

@@ -17,7 +17,10 @@ import faceprior
 from faceprior.cli import main
 from faceprior.evaluation.runner import evaluate
 from faceprior.evaluation.testset import make_testset
+from faceprior.errors import OptionError
 from faceprior.face.mtcnn import MTCNN
+from faceprior.hardware import native_bf16_available
+from faceprior.inference import ChannelsLastNetwork, UnsupportedModelError, optimize
 from faceprior.imaging.files import list_image_files
 from faceprior.imaging.io import read_image
 from faceprior.restoration.restorer import FaceRestorer
@@ -55,6 +58,43 @@ def test_small_checkpoints_load_through_load_model_and_reproduce_the_official_ou
             assert (descriptor.restore(ref["input"]) - ref["output"]).abs().max().item() < 5e-5
     assert descriptor.face_size == ref["input"].shape[-1]
     assert descriptor.framing == ("gpen" if name == "GPEN_small" else "ffhq")
+
+
+@pytest.mark.parametrize("name", ["RestoreFormer_small", "RestoreFormerPlusPlus_small", "CodeFormer_small"])
+def test_the_channels_last_fast_path_reproduces_the_official_outputs(name):
+    descriptor = _load(name)
+    fast = optimize(descriptor)
+    assert isinstance(fast, ChannelsLastNetwork)
+    ref = torch.load(ZOO / CONFIGS[name]["ref"], map_location="cpu", weights_only=True)
+    expected = ref["output_w0.5"] if name == "CodeFormer_small" else ref["output"]
+    with torch.no_grad():
+        out = descriptor.restore(ref["input"], network=fast)
+    assert (out - expected).abs().max().item() < 5e-5
+    # the loaded network is not changed: its conv weights keep their layout
+    assert all(p.is_contiguous() for p in descriptor.network.parameters())
+    restorer = FaceRestorer(descriptor, aligned=True, precision="fp32")
+    assert isinstance(restorer.network, ChannelsLastNetwork) and "channels-last" in restorer.precision_note
+    with pytest.raises(UnsupportedModelError, match="float32 fast path only"):
+        optimize(descriptor, dtype=torch.bfloat16)
+    if native_bf16_available():
+        with pytest.raises(OptionError, match="no bfloat16 path"):
+            FaceRestorer(descriptor, aligned=True, precision="bf16")
+        assert "float32" in FaceRestorer(descriptor, aligned=True, precision="auto").precision_note
+
+
+def test_gpen_runs_bfloat16_under_autocast_close_to_float32():
+    descriptor = _load("GPEN_small")
+    with pytest.raises(UnsupportedModelError, match="GPEN has no fast CPU path"):
+        optimize(descriptor)
+    if not native_bf16_available():
+        pytest.skip("no native bfloat16 on this CPU")
+    ref = torch.load(ZOO / CONFIGS["GPEN_small"]["ref"], map_location="cpu", weights_only=True)
+    restorer = FaceRestorer(descriptor, aligned=True, precision="bf16")
+    assert restorer.autocast_dtype == torch.bfloat16 and "bfloat16 autocast" in restorer.precision_note
+    with torch.no_grad():
+        out = restorer._forward(ref["input"])
+    mse = ((out.clamp(-1, 1) - ref["output"].clamp(-1, 1)) / 2 * 255).round().pow(2).mean().item()
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 42  # dB on the uint8 face: 49 here, 45 at 512 px (bench_models)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +146,8 @@ def test_restore_command_with_codeformer_fidelity(tmp_path, data_dir, capsys):
     checkpoint = str(ZOO / CONFIGS["CodeFormer_small"]["ckpt"])
     photo = str(data_dir / "realworld-whole" / "groups" / "2.jpg")
     assert main(["restore", photo, "-o", str(tmp_path / "w0"), "--model", checkpoint, "--fidelity", "0"]) == 0
+    # the licence is said where the model is picked: here, the official CodeFormer weights' terms
+    assert "non-commercial" in capsys.readouterr().err
     assert main(["restore", photo, "-o", str(tmp_path / "w1"), "--model", checkpoint, "--fidelity", "1"]) == 0
     assert not np.array_equal(read_image(tmp_path / "w0" / "2.jpg").pixels, read_image(tmp_path / "w1" / "2.jpg").pixels)
     capsys.readouterr()

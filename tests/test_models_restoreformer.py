@@ -270,5 +270,5 @@ def test_declarations():
     assert ARCHITECTURE_RESTOREFORMER_PP.name == "VQVAEGANMultiHeadTransformer"
     for arch in (ARCHITECTURE_RESTOREFORMER, ARCHITECTURE_RESTOREFORMER_PP):
         assert arch.purpose == "restoration" and arch.framing == "ffhq"
-        assert arch.capabilities.names() == ["onnx"]
+        assert arch.capabilities.names() == ["fast_cpu", "onnx"]
         assert arch.weights_license and arch.description

@@ -60,9 +60,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per network forward (faces of several photos share a forward)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32: fast path, same results to ~1e-5 (default); reference: the unmodified forward; "
-                        "bf16: bfloat16 (~4x faster on CPUs with AVX512-BF16/AMX, ~50 dB PSNR vs fp32); "
-                        "auto: bf16 where native, else fp32")
+                        help="fp32: the model's fast path where it has one, same results to float rounding (default); "
+                        "reference: the unmodified forward; bf16: bfloat16 (GFP-GAN ~4x faster on CPUs with "
+                        "AVX512-BF16/AMX, ~50 dB PSNR vs fp32; GPEN 45 dB; refused for the codebook models, "
+                        "docs/models.md); auto: bf16 where native and the model keeps its quality, else fp32")
     parser.add_argument("--ext", default=None, help="output format (jpg, png, webp, bmp, tif); default: the input's")
     parser.add_argument("--save-faces", action="store_true", help="also write the aligned and restored face crops")
     parser.add_argument("--save-compare", action="store_true", help="also write input|restored face comparisons")

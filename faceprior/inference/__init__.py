@@ -15,7 +15,8 @@ See docs/speed.md for what is done and the measured speed-ups.
 
 from __future__ import annotations
 
-from faceprior.inference.fast_gfpgan import CompiledGFPGAN, FastGFPGAN, UnsupportedModelError, optimize
+from faceprior.inference.fast_cpu import ChannelsLastNetwork, optimize
+from faceprior.inference.fast_gfpgan import CompiledGFPGAN, FastGFPGAN, UnsupportedModelError
 from faceprior.inference.onnx_export import ExportError, export_onnx
 
-__all__ = ["CompiledGFPGAN", "ExportError", "FastGFPGAN", "UnsupportedModelError", "export_onnx", "optimize"]
+__all__ = ["ChannelsLastNetwork", "CompiledGFPGAN", "ExportError", "FastGFPGAN", "UnsupportedModelError", "export_onnx", "optimize"]

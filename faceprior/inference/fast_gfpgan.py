@@ -1,7 +1,7 @@
 """Fast CPU inference for the GFP-GAN generators: GFPGANv1Clean, and GFPGANBilinear through its exact clean form.
 
-:func:`optimize` takes a loaded reference model and returns a :class:`FastGFPGAN`, an
-inference-only module with the reference call signature, e.g.
+:func:`optimize_gfpgan` (called by :func:`faceprior.inference.optimize`) takes a loaded reference model
+and returns a :class:`FastGFPGAN`, an inference-only module with the reference call signature, e.g.
 ``fast(x, return_rgb=False, randomize_noise=False) -> (image [B, 3, S, S], [])`` for aligned faces
 x [B, 3, S, S] in [-1, 1]. It computes the reference function: in float32 to ~1e-5 (only the
 summation order differs), in bfloat16 to ~50 dB PSNR on the uint8 face (random weights).
@@ -51,7 +51,7 @@ __all__ = [
     "FastGFPGAN",
     "CompiledGFPGAN",
     "clean_state_dict",
-    "optimize",
+    "optimize_gfpgan",
 ]
 
 SQRT2 = math.sqrt(2)
@@ -299,7 +299,7 @@ class Modulations(nn.Module):
 class FastGFPGAN(nn.Module):
     """Inference-only GFP-GAN generator built from a GFPGANv1Clean-layout state dict.
 
-    Use :func:`optimize` to build one from a reference model. Call it like the reference:
+    Use :func:`faceprior.inference.optimize` to build one from a reference model. Call it like the reference:
     ``forward(x, return_latents=False, return_rgb=True, randomize_noise=True, **kwargs)`` with
     x [B, 3, S, S] in [-1, 1] (any float dtype) -> (image [B, 3, S, S] float32, out_rgbs: list of
     [B, 3, r, r] float32 for r = 8 .. S, or [] when ``return_rgb`` is False). With
@@ -543,7 +543,7 @@ def clean_state_dict(model: Union[ModelDescriptor, nn.Module]) -> Tuple[Dict[str
     return state_dict, kwargs
 
 
-def optimize(model: Union[ModelDescriptor, nn.Module], dtype: Optional[torch.dtype | str] = torch.float32,
+def optimize_gfpgan(model: Union[ModelDescriptor, nn.Module], dtype: Optional[torch.dtype | str] = torch.float32,
              compile: bool = False) -> nn.Module:
     """A fast CPU inference module computing what ``model`` computes (see :class:`FastGFPGAN`).
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from faceprior.errors import FacepriorError
+from faceprior.inference.fast_cpu import is_gfpgan_family
 from faceprior.inference.fast_gfpgan import FastGFPGAN, UnsupportedModelError, clean_state_dict
 from faceprior.inference.ops import Ops
 from faceprior.models.descriptor import ModelDescriptor
@@ -85,7 +86,7 @@ def graph_module(descriptor: ModelDescriptor, fidelity: Optional[float] = None) 
         raise ExportError(f"{name}: {descriptor.arch} cannot be exported to ONNX")
     if fidelity is not None and not descriptor.capabilities.fidelity:
         raise ExportError(f"{name}: {descriptor.arch} has no fidelity control")
-    if descriptor.capabilities.fast_cpu:  # the GFP-GAN family: constant conv weights through FastGFPGAN
+    if is_gfpgan_family(descriptor):  # constant conv weights through FastGFPGAN
         try:
             return OnnxGenerator(descriptor)
         except UnsupportedModelError as e:

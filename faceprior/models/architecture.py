@@ -71,8 +71,10 @@ class Capabilities:
         generative result, 1 = the closest to the input. ``restore(..., fidelity=w)`` passes it.
     stochastic: the forward can draw random noise (StyleGAN2 decoders); ``randomize_noise=False``
         uses stored noise and is deterministic.
-    fast_cpu: ``faceprior.inference.optimize`` has a faster CPU forward computing the same function.
-    bf16: that fast forward runs in bfloat16 within the tolerance stated in docs/speed.md.
+    fast_cpu: ``faceprior.inference.optimize`` has a faster CPU forward computing the same function
+        (a rewritten forward for GFP-GAN, channels-last memory format for the others).
+    bf16: results hold in bfloat16 (PSNR against float32 in docs/models.md): the fast forward runs
+        in bfloat16 (GFP-GAN), or the reference forward under bfloat16 autocast (GPEN).
     onnx: ``faceprior.inference.export_onnx`` can export it.
     """
 

@@ -691,7 +691,7 @@ ARCHITECTURE = Architecture(
     face_size=lambda options: options["img_size"],
     framing="ffhq",
     restore=_restore,
-    capabilities=Capabilities(fidelity=True, stochastic=False, fast_cpu=False, bf16=False, onnx=True),
+    capabilities=Capabilities(fidelity=True, stochastic=False, fast_cpu=True, bf16=False, onnx=True),
     weights_license="NTU S-Lab License 1.0 (non-commercial)",
     description="CodeFormer (NeurIPS 2022): Transformer code prediction over a VQGAN codebook, "
                 "with a fidelity weight w in [0, 1]",

@@ -544,7 +544,7 @@ ARCHITECTURE = Architecture(
     face_size=lambda options: options["size"],
     framing="gpen",  # GPEN aligns faces to its own, tighter template (faceprior.face.templates.GPEN_TEMPLATE_512)
     restore=_restore,
-    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=False, bf16=False, onnx=False),
+    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=False, bf16=True, onnx=False),
     weights_license=(
         "no licence granted: the GPEN repository has no licence file; its README said "
         "'(c) Alibaba, 2021. For academic and non-commercial use only.' from 2021 until that section "

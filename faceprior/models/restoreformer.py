@@ -669,7 +669,7 @@ ARCHITECTURE_RESTOREFORMER = Architecture(
     face_size=lambda options: options["resolution"],
     framing="ffhq",
     restore=_restore,
-    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=False, bf16=False, onnx=True),
+    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=True, bf16=False, onnx=True),
     # GFPGAN (v1.3.4 release asset RestoreFormer.pth) states no separate licence for the weights;
     # the GFPGAN repository and the original wzhouxiff/RestoreFormer repository are Apache-2.0.
     weights_license="Apache-2.0 (GFPGAN release)",
@@ -686,7 +686,7 @@ ARCHITECTURE_RESTOREFORMER_PP = Architecture(
     face_size=lambda options: options["resolution"],
     framing="ffhq",
     restore=_restore,
-    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=False, bf16=False, onnx=True),
+    capabilities=Capabilities(fidelity=False, stochastic=False, fast_cpu=True, bf16=False, onnx=True),
     weights_license="Apache-2.0",
     description="RestoreFormer++ (TPAMI 2023): RestoreFormer with multi-scale cross-attention (16 and 32 px), 512 px",
 )

@@ -432,6 +432,7 @@ def _write_report(path: Path, plan: OutputPlan, restorer: FaceRestorer, result: 
         "network": restorer.precision_note,
         "upscale": restorer.upscale,
         "weight": restorer.weight,
+        "fidelity": restorer.fidelity,
         "faces": [face.to_json() for face in result.faces],
         "timings_ms": result.timings_ms,
     }

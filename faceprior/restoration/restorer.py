@@ -32,7 +32,7 @@ from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array, to_uint8
 from faceprior.imaging.resize import upscale_lanczos
-from faceprior.inference.fast_gfpgan import optimize
+from faceprior.inference.fast_cpu import is_gfpgan_family, optimize
 from faceprior.models.descriptor import ModelDescriptor
 from faceprior.models.loading import ModelSpec, resolve_model
 from faceprior.restoration.upsampling import LanczosUpsampler, Upsampler, make_upsampler
@@ -99,7 +99,8 @@ def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = 
                           f"for sharper results get {MODEL_PREFERENCE[0]} (Apache-2.0) with "
                           f"faceprior models --fetch {MODEL_PREFERENCE[0]}, or put {best.name} at {best}")
             else:
-                reason = f"best restoration model in the weight cache ({local_path(entry, cache_dir)})"
+                reason = (f"best restoration model in the weight cache ({local_path(entry, cache_dir)}); "
+                          f"licence: {entry.license}")
             return _choice(resolve_model(name, device=device, cache_dir=cache_dir), reason, template)
         best = get_entry(MODEL_PREFERENCE[0])
         wanted = local_path(best, cache_dir)
@@ -113,7 +114,7 @@ def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = 
     else:
         reason = "file named on the command line"
     descriptor = resolve_model(spec, device=device, cache_dir=cache_dir).require_restoration()
-    return _choice(descriptor, reason, template)
+    return _choice(descriptor, f"{reason}; licence: {descriptor.license}", template)
 
 
 def _choice(descriptor: ModelDescriptor, reason: str, template: Optional[str]) -> ModelChoice:
@@ -148,13 +149,22 @@ def inference_network(descriptor: ModelDescriptor, precision: str, device: torch
         wants_bf16 = precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported())
         return (model, torch.bfloat16, "reference forward, bfloat16 autocast") if wants_bf16 else \
             (model, None, "reference forward, float32")
-    bf16 = precision == "bf16" or (precision == "auto" and native_bf16_available())
-    if bf16 and not native_bf16_available():
+    capabilities = descriptor.capabilities
+    if precision == "bf16" and not native_bf16_available():
         raise OptionError("precision bf16: this CPU has no native bfloat16 (AMX / AVX512-BF16 with oneDNN); use fp32")
-    if not descriptor.capabilities.fast_cpu:
-        return model, None, f"reference forward, float32 (no fast path for {descriptor.arch})"
-    fast = optimize(descriptor, torch.bfloat16 if bf16 else torch.float32)
-    return fast, None, f"fast CPU path, {'bfloat16' if bf16 else 'float32'}"
+    if precision == "bf16" and not capabilities.bf16:
+        raise OptionError(f"precision bf16: {descriptor.arch} has no bfloat16 path (its results change in bfloat16); "
+                          "use fp32 or auto")
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16_available() and capabilities.bf16)
+    dtype_name = "bfloat16" if bf16 else "float32"
+    if capabilities.fast_cpu:
+        fast = optimize(descriptor, torch.bfloat16 if bf16 and is_gfpgan_family(descriptor) else torch.float32)
+        if bf16 and not is_gfpgan_family(descriptor):
+            return fast, torch.bfloat16, "fast CPU path (channels-last), bfloat16 autocast"
+        return fast, None, f"fast CPU path{'' if is_gfpgan_family(descriptor) else ' (channels-last)'}, {dtype_name}"
+    if bf16:
+        return model, torch.bfloat16, "reference forward, bfloat16 autocast"
+    return model, None, f"reference forward, float32 (no fast path for {descriptor.arch})"
 
 
 def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> Any:
