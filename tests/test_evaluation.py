@@ -174,7 +174,7 @@ def test_evaluate_values_equal_direct_metric_calls(evaluation_runs, testset128, 
     lq_files = sorted(testset128.lq_dir.glob("*.png"))
     gts = [_pixels(testset128.gt_dir / p.name) for p in lq_files]
     lqs = [_pixels(p) for p in lq_files]
-    restorer = FaceRestorer(model=str(reference_dir / SMALL_CKPT), aligned=True)
+    restorer = FaceRestorer(model=str(reference_dir / SMALL_CKPT), aligned="model", weight=1.0)
     restored = restorer.restore_aligned(np.stack(lqs))
     # As `faceprior restore --aligned`: a grey input (the testset's grayscale degradation) gets a grey face.
     assert any(looks_gray(x) for x in lqs)

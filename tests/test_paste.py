@@ -136,6 +136,39 @@ def test_overlapping_faces():
     np.testing.assert_allclose(out[only_first], np.tile([1.0, 0, 0], (only_first.sum(), 1)), atol=1e-4)
 
 
+def test_pasting_the_change_keeps_the_photos_own_detail():
+    """A face larger in the photo than its crop: pasting the face replaces the photo's fine detail
+    with the (upsampled) crop's; pasting its change keeps that detail and adds only what changed."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 200, (300, 300, 3), dtype=np.uint8)           # full of detail finer than the crop
+    crop, align_matrix = align_face(photo, landmarks_at(150, 150, 220), out_size=64)   # ~3.4x smaller
+    # unchanged face: replacing blurs the photo, pasting the change leaves it exactly as it was
+    replaced = paste_faces(photo, [(crop, align_matrix)])
+    assert np.abs(replaced.astype(int) - photo).mean() > 10  # of the whole photo; the face covers about half
+    np.testing.assert_array_equal(paste_faces(photo, [(crop, align_matrix)], inputs=[crop]), photo)
+    # a uniform change of +40 levels: the photo plus 40 times the warped mask, detail kept
+    changed = crop + np.uint8(40)                                           # no clipping: photo < 200
+    out = paste_faces(photo, [(changed, align_matrix)], inputs=[crop]).astype(float)
+    mask = warp_affine(face_mask(64), face_to_image_matrix(align_matrix), (300, 300))[:, :, None]
+    assert np.abs(out - (photo + 40 * mask)).max() <= 1                    # everywhere
+    with pytest.raises(ValueError, match="1 faces but 2 input crops"):
+        paste_faces(photo, [(crop, align_matrix)], inputs=[crop, crop])
+
+
+def test_pasting_changes_of_overlapping_faces_adds_each_once():
+    background = np.full((200, 300, 3), 0.25, dtype=np.float32)
+    size = 128
+    first_crop, first = align_face(background, landmarks_at(120, 100, 120), out_size=size)
+    second_crop, second = align_face(background, landmarks_at(180, 100, 120, 0.3), out_size=size)
+    out = paste_faces(background, [(first_crop + 0.5, first), (second_crop + 0.5, second)],
+                      inputs=[first_crop, second_crop])
+    inside_first = warp_affine(face_mask(size), face_to_image_matrix(first), (200, 300)) > 1 - 1e-5
+    inside_second = warp_affine(face_mask(size), face_to_image_matrix(second), (200, 300)) > 1 - 1e-5
+    both = inside_first & inside_second
+    assert both.sum() > 100
+    np.testing.assert_allclose(out[both], 0.75, atol=1e-5)   # later over earlier: +0.5 once, not twice
+
+
 def test_paste_with_upscale():
     photo = smooth_photo(150, 200)
     upscaled = upscale_lanczos(photo, 2.0)

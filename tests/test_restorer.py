@@ -52,7 +52,7 @@ def _reference_forward(model, faces_uint8: np.ndarray) -> np.ndarray:
 def test_aligned_mode_equals_the_model_forward_exactly(small_checkpoint):
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
-    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, precision="reference")
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, precision="reference", weight=1.0)
     assert restorer.network is restorer.model
     model = load_model(small_checkpoint)
     for face in faces:
@@ -65,7 +65,7 @@ def test_aligned_mode_equals_the_model_forward_exactly(small_checkpoint):
 
 def test_default_fast_path_matches_the_reference_forward(small_checkpoint):
     faces = np.random.default_rng(0).integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
-    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True)
+    restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=1.0)
     assert type(restorer.network).__name__ == "FastGFPGAN" and "fast CPU path, float32" in restorer.precision_note
     difference = np.abs(restorer.restore_aligned(faces).astype(int) - _reference_forward(load_model(small_checkpoint), faces))
     assert difference.max() <= 1 and (difference > 0).mean() < 1e-3  # float32 summation order only
@@ -82,7 +82,8 @@ def test_whole_image_changes_only_inside_the_pasted_masks(small_checkpoint):
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     landmarks = np.stack([_face_landmarks(120, 150, 40), _face_landmarks(290, 140, 55)])
-    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), precision="reference")
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), precision="reference",
+                            weight=1.0)
     result = restorer.restore(image)
     assert len(result.faces) == 2
     assert result.image.shape == image.shape and result.image.dtype == np.uint8
@@ -106,23 +107,23 @@ def test_weight_zero_returns_the_input_faces(small_checkpoint):
     restorer = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=0.0)
     np.testing.assert_array_equal(restorer.restore_aligned(faces), faces)
     half = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=0.5).restore_aligned(faces)
-    full = FaceRestorer(model=str(small_checkpoint), aligned=True).restore_aligned(faces)
+    full = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=1.0).restore_aligned(faces)
     expected = (faces.astype(np.float64) + full) / 2
     assert np.abs(half - expected).max() <= 1.0
 
 
 def test_seed_gives_reproducible_random_noise_and_leaves_global_rng_alone(small_checkpoint):
     faces = np.random.default_rng(3).integers(0, 256, (1, 128, 128, 3), dtype=np.uint8)
-    seeded = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7)
+    seeded = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7, weight=1.0)
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
     a = seeded.restore_aligned(faces)
     after = torch.rand(3)
     np.testing.assert_array_equal(before.numpy(), after.numpy())
-    b = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7).restore_aligned(faces)
-    c = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=8).restore_aligned(faces)
-    stored = FaceRestorer(model=str(small_checkpoint), aligned=True).restore_aligned(faces)
+    b = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=7, weight=1.0).restore_aligned(faces)
+    c = FaceRestorer(model=str(small_checkpoint), aligned=True, seed=8, weight=1.0).restore_aligned(faces)
+    stored = FaceRestorer(model=str(small_checkpoint), aligned=True, weight=1.0).restore_aligned(faces)
     np.testing.assert_array_equal(a, b)
     assert np.any(a != c) and np.any(a != stored)
 

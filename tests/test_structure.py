@@ -75,7 +75,7 @@ def test_a_new_architecture_is_one_module_and_one_table_entry(toy_in_the_table, 
     assert descriptor.purpose == "restoration" and descriptor.license.startswith("unknown")
 
     # ... and the restorer runs it with no other change (aligned 24 px faces; the reference forward).
-    restorer = FaceRestorer(model=str(path), aligned=True, precision="reference")
+    restorer = FaceRestorer(model=str(path), aligned=True, precision="reference", weight=1.0)
     face = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
     result = restorer.restore(face)
     with torch.no_grad():

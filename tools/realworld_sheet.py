@@ -2,11 +2,14 @@
 
     python tools/realworld_sheet.py ../shared/data/realworld-aligned -o sheet.png
         [--model faceprior-256 | --model CKPT --template celeba-hq] [--limit 24] [--columns 4] [--tile 192]
+        [--aligned] [--weight auto|W]
 
 Runs the whole pipeline (``FaceRestorer``: MTCNN, alignment to the model's own template,
 restoration) on every image of the folder (sorted, recursive) and tiles, for the largest face of
 each image, its aligned input crop and the restored crop side by side, ``--columns`` pairs per
-row. Images where no face is found are listed on stdout. The sheet is written atomically and an
+row. With ``--aligned`` the images are taken as FFHQ-aligned faces (``faceprior restore --aligned``)
+and each whole input is tiled beside the whole output. The weight each face got is printed.
+Images where no face is found are listed on stdout. The sheet is written atomically and an
 existing file is kept. (Never commit a sheet made from ../shared/data: its images' terms forbid it.)
 """
 
@@ -25,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from faceprior.face.templates import TEMPLATES  # noqa: E402
 from faceprior.imaging.files import list_image_files  # noqa: E402
 from faceprior.imaging.io import read_image, write_image  # noqa: E402
-from faceprior.imaging.pixels import from_float01, to_float01  # noqa: E402
+from faceprior.imaging.pixels import from_float01, to_float01, to_rgb_array  # noqa: E402
 from faceprior.imaging.resize import upscale_lanczos  # noqa: E402
 from faceprior.restoration.restorer import FaceRestorer  # noqa: E402
 
@@ -48,21 +51,31 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=4, help="input|restored pairs per row (default 4)")
     parser.add_argument("--tile", type=int, default=192, help="side of each face tile in pixels (default 192)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--aligned", action="store_true", help="the images are FFHQ-aligned faces of any size")
+    parser.add_argument("--weight", default="auto", help="auto (default) or a number in [0, 1]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    restorer = FaceRestorer(model=args.model, max_faces=1, template=args.template)
+    weight = args.weight if args.weight == "auto" else float(args.weight)
+    if args.aligned:
+        restorer = FaceRestorer(model=args.model, aligned=args.template or "ffhq", weight=weight)
+    else:
+        restorer = FaceRestorer(model=args.model, max_faces=1, template=args.template, weight=weight)
     print(f"model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}")
     pairs = []
     for path in list_image_files(args.folder):
         if len(pairs) == args.limit:
             break
-        result = restorer.restore(read_image(path).pixels)
+        pixels = read_image(path).pixels
+        result = restorer.restore(pixels)
         if not result.faces:
             print(f"{path}: no face found")
             continue
         face = result.faces[0]
-        pairs.append(np.concatenate([tile(face.aligned, args.tile), tile(face.restored, args.tile)], axis=1))
+        print(f"{len(pairs) + 1:3d} {path.relative_to(args.folder)}: weight {face.weight:.2f}, "
+              f"output {result.image.shape[1]}x{result.image.shape[0]}")
+        before, after = (to_rgb_array(pixels)[0], result.image) if args.aligned else (face.aligned, face.restored)
+        pairs.append(np.concatenate([tile(before, args.tile), tile(after, args.tile)], axis=1))
     if not pairs:
         raise SystemExit(f"{args.folder}: no faces")
     blank = np.full_like(pairs[0], 255)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Union
 
 from faceprior.cli.common import CommandError
 from faceprior.errors import printable
@@ -22,6 +23,19 @@ from faceprior.restoration.restorer import PRECISIONS, FaceRestorer
 __all__ = ["add_restore_command"]
 
 
+def blend_weight(text: str) -> Union[float, str]:
+    """--weight: "auto" or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a number in [0, 1], got {text}")
+    return value
+
+
 def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "restore",
@@ -35,10 +49,13 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         "restoreformer++, codeformer, gpen-bfr-512, ...) or checkpoint path; default: the best restoration "
                         "model present")
     parser.add_argument("--template", default=None, choices=tuple(TEMPLATES),
-                        help="face framing the model was trained on (default: a catalogue model's own; "
-                        "ffhq for a checkpoint file; celeba-hq for models trained on faces-train-256)")
+                        help="photos: the face framing the model was trained on (default: a catalogue model's own, "
+                        "else its architecture's usual one; celeba-hq for models trained on faces-train-256). "
+                        "--aligned: the framing of the input faces (default ffhq)")
     parser.add_argument("--detector", default="mtcnn", choices=("mtcnn", "retinaface", "retinaface-mobilenet"))
-    parser.add_argument("--aligned", action="store_true", help="inputs are already aligned faces: no detection")
+    parser.add_argument("--aligned", action="store_true",
+                        help="inputs are aligned faces of any size (FFHQ framing unless --template says otherwise): "
+                        "no detection; each is re-framed for the model and returned at its own size")
     parser.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     parser.add_argument("--min-face", type=float, default=0.0, metavar="PX", help="ignore faces smaller than PX pixels")
     parser.add_argument("--max-faces", type=int, default=None, metavar="N", help="restore at most the N largest faces")
@@ -50,8 +67,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--parse-mask", action="store_true",
                         help="paste faces with a face-parsing mask (facexlib ParseNet, parsing_parsenet.pth) "
                         "instead of the soft rectangle")
-    parser.add_argument("--weight", type=float, default=1.0, metavar="W",
-                        help="blend: 1 = restored face, 0 = input face (default 1)")
+    parser.add_argument("--weight", type=blend_weight, default="auto", metavar="auto|W",
+                        help="blend of restored and input face: auto (default) chooses per face, from 0 for a face that "
+                        "is sharp already to near 1 for one the model helps a lot; a number W forces it: 1 = restored "
+                        "face, 0 = input face")
     parser.add_argument("--fidelity", type=float, default=None, metavar="F",
                         help="models with a fidelity control (CodeFormer's w): 0 = most generative, 1 = closest to "
                         "the input (default: the model's, 0.5 for CodeFormer)")
@@ -93,10 +112,10 @@ def run_restore(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot create the output folder {args.output} ({error.strerror or error})") from None
     restorer = FaceRestorer(
         model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
-        aligned=args.aligned, only_center_face=args.only_center_face, min_face=args.min_face,
+        aligned=(args.template or "ffhq") if args.aligned else False, only_center_face=args.only_center_face, min_face=args.min_face,
         max_faces=args.max_faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
         upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
-        precision=args.precision, template=args.template, fidelity=args.fidelity)
+        precision=args.precision, template=None if args.aligned else args.template, fidelity=args.fidelity)
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
           file=sys.stderr)
     summary = restore_files(

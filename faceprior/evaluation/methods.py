@@ -120,7 +120,7 @@ class ModelMethod(Method):
             default_description = f"{path} (SHA-256 {weights[:12]})"
         self.label = label or default_label
         self.description = description or default_description
-        self.settings = {"method": "model", "weights_sha256": weights, "aligned": True, "weight": 1.0,
+        self.settings = {"method": "model", "weights_sha256": weights, "aligned": "model", "paste": "change", "weight": 1.0,
                          "noise": "stored", "resize_out": "lanczos-3", "grey_images": "grey faces", "version": CACHE_VERSION,
                          **(extra_settings or {})}
         stem = self.label if isinstance(spec, nn.Module) or label else Path(self.label).stem
@@ -128,13 +128,13 @@ class ModelMethod(Method):
 
     def _load(self) -> FaceRestorer:
         if self.restorer is None:
-            self.restorer = FaceRestorer(model=self.spec, aligned=True, batch_size=self.batch_size,
+            self.restorer = FaceRestorer(model=self.spec, aligned="model", weight=1.0, batch_size=self.batch_size,
                                          device=self.device, cache_dir=self.cache_dir)
         return self.restorer
 
     def run(self, images, reference_sizes):
-        # As `faceprior restore --aligned` would: every image scaled to the model's input size
-        # (unchanged when it has it), grey images give grey faces. One batch of images at a time, so
+        # The paper's protocol: LQ faces are in the model's framing, scaled to its input size (unchanged
+        # when they have it), the change pasted back at their own size; grey images give grey faces. One batch of images at a time, so
         # that no copy of every crop is held at once.
         restorer = self._load()
         outputs = []

@@ -20,10 +20,11 @@ Methods (rows of the table), in order:
               shrinking), the classical-interpolation baseline. When the LQ is already at the
               reference size (as in the CelebA-Test protocol) it is the LQ itself, identical
               to "input", and the table says so.
-    <model>   each model (registered name or checkpoint path) in aligned mode
-              (``FaceRestorer(aligned=True)``, stored decoder noise, weight 1): LQ faces of the
-              model's size S go in as they are, others are resized to S by the restorer; an
-              output whose size differs from the reference size is resized to it with Lanczos-3.
+    <model>   each model (registered name or checkpoint path) in aligned mode, the LQ faces taken
+              to be in the model's own framing (``FaceRestorer(aligned="model")``, stored decoder
+              noise, weight 1): LQ faces of the model's size S go in as they are, others are
+              resized to S and the model's change is pasted back at their own size; an output
+              whose size differs from the reference size is resized to it with Lanczos-3.
 
 Caching. A model's outputs live in restored/<name>-<hash>/, where the hash covers the SHA-256 of
 the weights (of the state dict for an nn.Module) and the settings above; an output is reused

@@ -4,7 +4,9 @@ Each restored face lives in aligned-face coordinates (the crop made by
 ``faceprior.face.align.align_face`` with matrix ``M_align``: photo -> crop). It is warped back
 with the inverse transform, composed with the background upscale (pixel-centre convention of
 ``faceprior.face.align.scale_affine``), and blended over the photo with a soft mask that is
-exactly zero near the crop border, so the crop edges never show. Only the bounding box of each
+exactly zero near the crop border, so the crop edges never show. Given the crops the faces were
+restored from, only each face's change is pasted, so the photo keeps the detail that the crop
+(and the model) is too small to hold. Only the bounding box of each
 face is touched; pixels outside every mask keep their exact input values.
 """
 
@@ -69,6 +71,8 @@ def paste_faces(
     faces: Sequence[Tuple[np.ndarray, np.ndarray]],
     masks: Optional[Sequence[Optional[np.ndarray]]] = None,
     upscale: float = 1.0,
+    inputs: Optional[Sequence[np.ndarray]] = None,
+    keep_detail: Optional[Sequence[float]] = None,
 ) -> np.ndarray:
     """Blend restored faces into a photo.
 
@@ -79,14 +83,29 @@ def paste_faces(
     masks: optional per-face [S, S] float masks in [0, 1] (e.g. from a face parser) replacing
         the default ``face_mask(S)``; None entries use the default.
     upscale: factor between the background and the photo the faces were aligned in.
+    inputs: optional per-face aligned crops [S, S, C] the faces were restored from. Given, what
+        is pasted is each face's *change*: within the mask the photo becomes
+        ``background + warp(face - input)``, so it keeps its own detail finer than the crop's
+        resolution (a face larger in the photo than S loses no sharpness), and a face returned
+        unchanged leaves the photo exactly as it was. Without: ``warp(face)`` replaces the photo
+        within the mask (the official paste-back).
+    keep_detail: with ``inputs``, per face in [0, 1] (default 1): how much of the photo's own
+        detail the crop does not hold, ``background - warp(input)``, stays. 1 is the change
+        alone (above); 0 is ``warp(face)`` replacing the photo. In between: the photo becomes
+        ``background + warp(face - input) - (1 - d) * (background - warp(input))``.
     Returns a new [H, W, C] array with the dtype of ``background``. Faces are blended in order
-    (later faces over earlier ones); pixels where every mask is 0 equal the input exactly.
+    (later faces over earlier ones, each over the background's own pixels); pixels where every
+    mask is 0 equal the input exactly.
     """
     background = np.asarray(background)
     if background.ndim != 3:
         raise ValueError(f"expected a background image [H, W, C], got shape {background.shape}")
     if masks is not None and len(masks) != len(faces):
         raise ValueError(f"{len(faces)} faces but {len(masks)} masks")
+    if inputs is not None and len(inputs) != len(faces):
+        raise ValueError(f"{len(faces)} faces but {len(inputs)} input crops")
+    if keep_detail is not None and (inputs is None or len(keep_detail) != len(faces)):
+        raise ValueError("keep_detail needs the input crops and one value per face")
     out = background.copy()
     height, width, channels = background.shape
     for index, (face, align_matrix) in enumerate(faces):
@@ -112,7 +131,15 @@ def paste_faces(
         to_region[:, 2] -= (x0, y0)
         # Warp the mask and the mask-weighted face together (premultiplied alpha), so the
         # interpolation never mixes face pixels with what lies outside the crop.
-        premultiplied = np.concatenate([to_float01(face) * mask[:, :, None], mask[:, :, None]], axis=2)
+        pasted = to_float01(face)
+        detail = 0.0
+        if inputs is not None:
+            source = np.asarray(inputs[index])
+            if source.shape != face.shape:
+                raise ValueError(f"input crop {index}: expected shape {face.shape}, got {source.shape}")
+            detail = 1.0 if keep_detail is None else float(np.clip(keep_detail[index], 0.0, 1.0))
+            pasted = pasted - np.float32(detail) * to_float01(source)
+        premultiplied = np.concatenate([pasted * mask[:, :, None], mask[:, :, None]], axis=2)
         warped = warp_affine(premultiplied, to_region, (y1 - y0, x1 - x0), border="constant", border_value=0.0)
         alpha = np.clip(warped[:, :, -1:], 0.0, 1.0)
         touched = alpha > 0
@@ -120,6 +147,8 @@ def paste_faces(
             continue
         region = out[y0:y1, x0:x1]
         current = to_float01(region)
-        blended = from_float01(current * (1.0 - alpha) + warped[:, :, :-1], region.dtype)
-        np.copyto(region, blended, where=touched)
+        blended = current * (1.0 - alpha) + warped[:, :, :-1]
+        if detail > 0:  # the photo's own pixels under the change
+            blended += to_float01(background[y0:y1, x0:x1]) * (alpha * np.float32(detail))
+        np.copyto(region, from_float01(blended, region.dtype), where=touched)
     return out

@@ -19,6 +19,7 @@ from torch import nn
 
 from faceprior.models import (
     arcface,
+    blend_estimator,
     codeformer,
     gfpgan_bilinear,
     gfpgan_clean,
@@ -78,6 +79,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         gfpgan_v1.COMPONENT_DISCRIMINATOR_ARCHITECTURE,
         arcface.ARCHITECTURE,
         rrdbnet.ARCHITECTURE,
+        blend_estimator.ARCHITECTURE,
     )
 }
 

@@ -27,6 +27,7 @@ from faceprior.face.align import estimate_similarity, warp_affine
 from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import make_parsing_masker
 from faceprior.face.paste import paste_faces
+from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
@@ -45,6 +46,11 @@ MODEL_PREFERENCE = ("gfpgan-1.4", "gfpgan-1.3", "gfpgan-1.2", "gfpgan-1", "facep
 # Faces whose eyes are closer than this many pixels are ignored (facexlib's eye_dist_threshold).
 MIN_EYE_DISTANCE = 5.0
 
+# The estimator behind weight="auto" (a catalogue name; it ships with the package).
+BLEND_ESTIMATOR = "blend-weight"
+
+IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
 
 class NoModelError(FacepriorError, RuntimeError):
     """No restoration model is available; the message says what to put where."""
@@ -57,11 +63,13 @@ class ModelChoice:
     descriptor: the model (:class:`~faceprior.models.descriptor.ModelDescriptor`).
     template: [5, 2] landmark positions (x, y) of the aligned face, in its S x S input.
     reason: why this model and framing (shown to the user).
+    framing: the name of that template (a key of ``TEMPLATES``).
     """
 
     descriptor: ModelDescriptor
     template: np.ndarray
     reason: str
+    framing: str = "ffhq"
 
     @property
     def model(self) -> nn.Module:
@@ -122,12 +130,12 @@ def _choice(descriptor: ModelDescriptor, reason: str, template: Optional[str]) -
     if template is None:
         if descriptor.entry is None:
             reason = f"{reason} ({descriptor.framing} framing assumed; --template to change)"
-        return ModelChoice(descriptor, named_template(descriptor.framing, size), reason)
+        return ModelChoice(descriptor, named_template(descriptor.framing, size), reason, descriptor.framing)
     if descriptor.entry is not None:
         reason = f"{reason}; {template} framing instead of its own"
     else:
         reason = f"{reason} ({template} framing)"
-    return ModelChoice(descriptor, named_template(template, size), reason)
+    return ModelChoice(descriptor, named_template(template, size), reason, template)
 
 
 PRECISIONS = ("fp32", "reference", "bf16", "auto")
@@ -172,13 +180,14 @@ def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> An
     pipeline's ResNet-50 RetinaFace; needs facexlib's detection_Resnet50_Final.pth).
 
     The returned object has ``detect_arrays(image uint8 [H, W, 3] RGB) -> (boxes [N, 4],
-    scores [N], landmarks [N, 5, 2])``.
+    scores [N], landmarks [N, 5, 2])``; it also finds faces cut by the photo's edge
+    (face/edge_margin.py).
     """
     if name == "mtcnn":
-        return MTCNN(device=device)
+        return EdgeMarginDetector(MTCNN(device=device))
     if name in ("retinaface", "retinaface-resnet50", "retinaface-mobilenet"):
         network = "mobilenet0.25" if name.endswith("mobilenet") else "resnet50"
-        return make_retinaface_detector(network, device=device)
+        return EdgeMarginDetector(make_retinaface_detector(network, device=device))
     raise OptionError(f"unknown detector {name!r} (use 'mtcnn' or 'retinaface')")
 
 
@@ -204,7 +213,8 @@ class Face:
     score: detector confidence in [0, 1] (1.0 for --aligned inputs).
     affine: [2, 3] float64 map from photo pixels to aligned-crop pixels.
     aligned: [S, S, 3] crop given to the model; restored: [S, S, 3] model output after the
-    ``weight`` blend. Both have the input's dtype.
+    ``weight`` blend. Both have the input's dtype. weight: the blend weight this face got (1 =
+    the model's output, 0 = the input face; chosen per face with ``weight="auto"``).
     """
 
     box: np.ndarray
@@ -213,12 +223,14 @@ class Face:
     affine: np.ndarray
     aligned: np.ndarray
     restored: Optional[np.ndarray] = None
+    weight: Optional[float] = None
 
     def to_json(self) -> dict:
         return {
             "box": [round(float(v), 2) for v in self.box],
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "score": round(float(self.score), 4),
+            "weight": None if self.weight is None else round(float(self.weight), 4),
         }
 
 
@@ -242,8 +254,15 @@ class FaceRestorer:
             ModelDescriptor, or None for the best restoration model present.
         detector: "mtcnn", "retinaface", or an object with ``detect_arrays`` (see make_detector).
         upscale: background enlargement factor, >= 1.
-        weight: blend of restored and input face, 1 = fully restored, 0 = input face.
-        aligned: inputs are already aligned faces (no detection; the whole image is the face).
+        weight: blend of restored and input face, 1 = fully restored, 0 = input face; "auto"
+            (default): chosen per face by the blend-weight estimator (docs/no_harm.md), from 0 for a
+            face that is sharp already to near 1 for one the model helps a lot.
+        aligned: inputs are already aligned faces, no detection. True or "ffhq": aligned to the
+            FFHQ template at any size (the field's convention: GFPGAN's and CodeFormer's
+            ``cropped_faces``); another template name: aligned to that one; "model": already in the
+            model's own framing (fed as they are, scaled to S; the evaluation protocol). Each face
+            is re-framed to the model's template, restored, framed back, and returned at its input
+            size (times ``upscale``).
         only_center_face: keep only the face nearest to the image centre.
         min_face: ignore faces whose box is smaller than this many pixels (shorter side).
         max_faces: keep at most this many faces, the largest.
@@ -271,7 +290,7 @@ class FaceRestorer:
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
-                 weight: float = 1.0, aligned: bool = False, only_center_face: bool = False,
+                 weight: Union[float, str] = "auto", aligned: Union[bool, str] = False, only_center_face: bool = False,
                  min_face: float = 0.0, max_faces: Optional[int] = None, batch_size: int = 4,
                  seed: Optional[int] = None, upsampler: Union[Upsampler, str, None] = None,
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
@@ -279,8 +298,8 @@ class FaceRestorer:
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
-        if not 0 <= weight <= 1:
-            raise OptionError(f"weight must be in [0, 1], got {weight}")
+        if weight != "auto" and not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
+            raise OptionError(f"weight must be 'auto' or a number in [0, 1], got {weight!r}")
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         if fidelity is not None and not 0 <= fidelity <= 1:
@@ -301,8 +320,18 @@ class FaceRestorer:
         if not aligned:
             self.detector = make_detector(detector, self.device) if isinstance(detector, str) else detector
         self.upscale = float(upscale)
-        self.weight = float(weight)
-        self.aligned = aligned
+        self.weight: Union[float, str] = weight if weight == "auto" else float(weight)
+        #: --weight auto: the estimator that chooses each face's weight
+        self.blend_estimator = None
+        if weight == "auto":
+            self.blend_estimator = resolve_model(BLEND_ESTIMATOR, device=self.device, cache_dir=cache_dir).network.eval()
+        self.aligned = bool(aligned)
+        #: the inputs' framing in aligned mode (a template name; the model's own for "model")
+        self.aligned_framing = None if not aligned else ("ffhq" if aligned is True else str(aligned))
+        if self.aligned_framing == "model":
+            self.aligned_framing = self.choice.framing
+        if self.aligned_framing is not None:
+            check_template_name(self.aligned_framing)
         self.only_center_face = only_center_face
         self.min_face = float(min_face)
         self.max_faces = max_faces
@@ -317,24 +346,38 @@ class FaceRestorer:
 
     # ---- the model on aligned crops --------------------------------------------------------
 
-    @torch.inference_mode()
     def restore_aligned(self, faces: np.ndarray) -> np.ndarray:
         """Run the model on aligned crops.
 
         faces: [B, S, S, 3] uint8, uint16 or float in [0, 1] (S = self.input_size).
         Returns [B, S, S, 3] of the same dtype: clamp(model(x), -1, 1) mapped to [0, 1]
-        (integers rounded), blended with the input by ``weight``.
+        (integers rounded), blended with the input by ``weight`` (see :meth:`restore_crops`).
+        """
+        return self.restore_crops(faces)[0]
+
+    def restore_crops(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`restore_aligned`, and the weight each face was blended with: ([B, S, S, 3], [B] float)."""
+        outputs, weights = self.run_model(faces)
+        return blend_faces(faces, outputs, weights), weights
+
+    @torch.inference_mode()
+    def run_model(self, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's outputs on aligned crops, before any blending, and the weight each should get.
+
+        faces: [B, S, S, 3] uint8, uint16 or float in [0, 1]. Returns (outputs [B, S, S, 3] float32
+        in [0, 1], weights [B] float64: ``weight``, or the estimator's choice for ``"auto"``).
         """
         faces = np.asarray(faces)
-        out = np.empty_like(faces)
+        outputs = np.empty(faces.shape, np.float32)
+        weights = np.ones(len(faces)) if self.weight == "auto" else np.full(len(faces), float(self.weight))
         for start in range(0, len(faces), self.batch_size):
             chunk = faces[start:start + self.batch_size]
             x = torch.from_numpy(to_float01(chunk)).permute(0, 3, 1, 2).to(self.device)
             y = self._forward(x * 2 - 1).clamp(-1, 1) * 0.5 + 0.5
-            if self.weight < 1:
-                y = self.weight * y + (1 - self.weight) * x
-            out[start:start + len(chunk)] = from_float01(y.permute(0, 2, 3, 1).float().cpu().numpy(), faces.dtype)
-        return out
+            if self.blend_estimator is not None:
+                weights[start:start + len(chunk)] = self.blend_estimator(x.float(), y.float()).cpu().numpy()
+            outputs[start:start + len(chunk)] = y.permute(0, 2, 3, 1).float().cpu().numpy()
+        return outputs, weights
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -349,8 +392,7 @@ class FaceRestorer:
     def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detected and filtered faces of an [H, W, 3] photo: boxes [N, 4], scores [N],
         landmarks [N, 5, 2], largest first after the filters of this restorer."""
-        as_uint8 = to_uint8(pixels)
-        boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(as_uint8))
+        boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(to_uint8(pixels)))
         return select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks),
                             pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces)
 
@@ -377,18 +419,31 @@ class FaceRestorer:
         if self.aligned:
             size = self.input_size
             height, width = pixels.shape[:2]
-            # The whole image is the face: scale it to the model's input (pixel-centre convention).
-            matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
-                               [0.0, size / height, 0.5 * size / height - 0.5]])
-            crop = pixels if (height, width) == (size, size) else warp_affine(pixels, matrix, size, border="replicate")
-            landmarks = ((self.template - matrix[:, 2]) / np.diag(matrix[:, :2])).astype(np.float32)
+            if self.aligned_framing == self.choice.framing:
+                # The whole image is the model's crop: scale it to S (pixel-centre convention).
+                matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
+                                   [0.0, size / height, 0.5 * size / height - 0.5]])
+                landmarks = ((self.template - matrix[:, 2]) / np.diag(matrix[:, :2])).astype(np.float32)
+            else:  # re-frame: the input's template points, mapped onto the model's
+                landmarks = (named_template(self.aligned_framing, 1) * (width, height)).astype(np.float32)
+                matrix = estimate_similarity(landmarks, self.template)
+            crop = pixels if np.array_equal(matrix, IDENTITY_AFFINE) else \
+                warp_affine(pixels, matrix, size, border="replicate")
             watch.lap("align")
             return PreparedPhoto(pixels, alpha, np.array([[0, 0, width - 1, height - 1]], np.float32),
                                  np.ones(1, np.float32), landmarks[None], matrix[None], crop[None], watch.timings)
 
         boxes, scores, landmarks = self.detect(pixels)
         watch.lap("detect")
+        return self.prepare_faces(pixels, alpha, boxes, scores, landmarks, watch)
+
+    def prepare_faces(self, pixels: np.ndarray, alpha: Optional[np.ndarray], boxes: np.ndarray, scores: np.ndarray,
+                      landmarks: np.ndarray, watch: Optional[_Stopwatch] = None) -> PreparedPhoto:
+        """Align given faces (boxes [N, 4], scores [N], landmarks [N, 5, 2], e.g. smoothed along
+        a video's tracks) of an RGB photo ``pixels`` [H, W, 3] to the model's template."""
+        watch = watch or _Stopwatch()
         size = self.input_size
+        landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         matrices = np.stack([estimate_similarity(points, self.template) for points in landmarks]) if len(landmarks) else np.zeros((0, 2, 3))
         crops = np.zeros((0, size, size, 3), pixels.dtype)
         if len(matrices):
@@ -397,48 +452,53 @@ class FaceRestorer:
             if crops.ndim == 3:
                 crops = crops[None]
         watch.lap("align")
-        return PreparedPhoto(pixels, alpha, boxes, scores, landmarks, matrices, crops, watch.timings)
+        return PreparedPhoto(pixels, alpha, np.asarray(boxes, np.float32).reshape(-1, 4),
+                             np.asarray(scores, np.float32).reshape(-1), landmarks, matrices, crops, watch.timings)
 
     def restore_prepared(self, photos: Sequence[PreparedPhoto]) -> list[Result]:
         """Run the network on the faces of prepared photos (batched across photos), then paste each
         photo's faces back. The "restore" timing of a photo is its share (by face count) of the
         network time of its batch."""
         restored: list[np.ndarray] = [photo.crops for photo in photos]
+        weights: list[np.ndarray] = [np.zeros(0) for _ in photos]
         for dtype in {photo.crops.dtype for photo in photos if len(photo.crops)}:  # one forward per pixel type
             members = [i for i, photo in enumerate(photos) if len(photo.crops) and photo.crops.dtype == dtype]
             counts = [len(photos[i].crops) for i in members]
             start = time.perf_counter()
-            outputs = self.restore_aligned(np.concatenate([photos[i].crops for i in members]))
+            outputs, chosen = self.restore_crops(np.concatenate([photos[i].crops for i in members]))
             seconds = time.perf_counter() - start
-            for i, part, count in zip(members, np.split(outputs, np.cumsum(counts)[:-1]), counts):
-                restored[i] = part
+            splits = np.cumsum(counts)[:-1]
+            for i, part, part_weights, count in zip(members, np.split(outputs, splits), np.split(chosen, splits), counts):
+                restored[i], weights[i] = part, part_weights
                 photos[i].timings["restore"] = round(seconds * 1000.0 * count / sum(counts), 2)
-        return [self._finish(photo, faces) for photo, faces in zip(photos, restored)]
+        return [self.finish(photo, faces, w) for photo, faces, w in zip(photos, restored, weights)]
 
-    def _finish(self, photo: PreparedPhoto, restored: np.ndarray) -> Result:
-        """Paste restored faces [N, S, S, 3] into the (enlarged) photo."""
+    def finish(self, photo: PreparedPhoto, restored: np.ndarray, weights: np.ndarray) -> Result:
+        """Paste restored (blended) faces [N, S, S, 3] of a prepared photo into the (enlarged)
+        photo; ``weights`` [N]: the weight each was blended with (reported)."""
         pixels, alpha = photo.pixels, photo.alpha
         watch = _Stopwatch(photo.timings)
         photo.timings.setdefault("restore", 0.0)
         if len(restored) and looks_gray(pixels):
             restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
-        if self.aligned:
-            out = restored[0] if self.upscale == 1 else self.upsampler.upsample(restored[0], self.upscale)
-            out_alpha = None
-            if alpha is not None:
-                out_alpha = alpha if alpha.shape == out.shape[:2] else upscale_lanczos(alpha, out.shape[0] / pixels.shape[0])
-            watch.lap("upsample")
+        out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
+        if self.aligned and self.upscale == 1 and np.array_equal(photo.matrices[0], IDENTITY_AFFINE):
+            out = restored[0]  # the input is the model's crop
         else:
             out = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
-            out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
             watch.lap("upsample")
             masks = None
-            if self.face_masker is not None and len(restored):
+            if self.aligned and self.aligned_framing == self.choice.framing:
+                masks = [np.ones(restored.shape[1:3], np.float32)]  # the crop is the whole image
+            elif self.face_masker is not None and len(restored):
                 masks = list(self.face_masker(to_float01(restored)))
-            out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale)
-            watch.lap("paste")
+            # Only each face's change is pasted, keeping the photo's own detail finer than the crop,
+            # unless the crop holds all of it and the face is restored (then the noise would stay).
+            out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale,
+                              inputs=photo.crops, keep_detail=keep_detail(photo.matrices, weights, self.upscale))
+        watch.lap("paste")
         faces = [Face(photo.boxes[i], photo.landmarks[i], float(photo.scores[i]), photo.matrices[i],
-                      photo.crops[i], restored[i]) for i in range(len(photo.boxes))]
+                      photo.crops[i], restored[i], float(weights[i])) for i in range(len(photo.boxes))]
         return Result(out, out_alpha, faces, photo.timings)
 
 
@@ -500,3 +560,39 @@ def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, i
     if max_faces is not None:
         order = order[:max_faces]
     return boxes[order], scores[order], landmarks[order]
+
+
+def blend_faces(faces: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``faces + w * (outputs - faces)`` per face, in the faces' dtype (integers rounded).
+
+    faces: [B, S, S, 3] uint8, uint16 or float in [0, 1]; outputs: [B, S, S, 3] float in [0, 1];
+    weights: [B] in [0, 1]. A weight of 1 gives the output exactly, 0 the face exactly.
+    """
+    faces = np.asarray(faces)
+    blended = np.empty_like(faces)
+    for i, (face, output, weight) in enumerate(zip(faces, outputs, np.asarray(weights, np.float64))):
+        if weight >= 1:
+            mixed = output
+        elif weight <= 0:
+            blended[i] = face
+            continue
+        else:
+            source = to_float01(face)
+            mixed = source + np.float32(weight) * (output - source)
+        blended[i] = from_float01(mixed, faces.dtype)
+    return blended
+
+
+def keep_detail(matrices: np.ndarray, weights: np.ndarray, upscale: float = 1.0) -> np.ndarray:
+    """How much of the photo's own detail each pasted face keeps (``paste_faces(keep_detail=...)``).
+
+    A face larger in the (enlarged) photo than its crop keeps the detail the crop is too small to
+    hold: 1. A face the crop holds at full resolution or better (crop pixels per photo pixel >= 1)
+    keeps ``1 - weight``: a restored face replaces the photo's pixels, noise included, and a face
+    left as it was (weight 0) stays exactly. In between (0.7 to 1 crop pixels per photo pixel) the
+    two blend linearly. matrices [N, 2, 3] photo -> crop; weights [N]; returns [N].
+    """
+    matrices = np.asarray(matrices, np.float64).reshape(-1, 2, 3)
+    scale = np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2]))) / float(upscale)  # crop px per output px
+    replaces = np.clip((scale - 0.7) / 0.3, 0.0, 1.0)
+    return 1.0 - replaces * np.clip(np.asarray(weights, np.float64), 0.0, 1.0)

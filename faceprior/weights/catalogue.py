@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: What a weight file is for, in the order ``faceprior models`` lists them.
-KINDS = ("restoration", "detector", "parser", "upsampler", "metric", "training")
+KINDS = ("restoration", "estimator", "detector", "parser", "upsampler", "metric", "training")
 
 #: Where bundled weight files live: the package's data folder (installed with it, see pyproject.toml).
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -218,6 +218,13 @@ _ENTRIES = (
         sha256="2d75f48881efe43ea33398e6684ab03e3c42833e504f2da943895e8e40a25946", size=7076756,
         license="non-commercial research (trained on CelebA-HQ)", source="docs/default_model.md",
         description="small GFP-GAN trained by this project on a CPU (256 px); ships with the package"),
+    WeightFile(
+        name="blend-weight", kind="estimator", filename="blend-weight.safetensors", bundled=True,
+        arch="BlendWeightNet",
+        # tools/train_blend_estimator.py (docs/no_harm.md)
+        sha256="fa6c645d939bd724be8f5c2256fa8a7f564e4561154f5baec7f228ca40308722", size=359308,
+        license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
+        description="per-face blend weight of --weight auto: how much of a restoration to keep; ships with the package"),
     # --- face detection and parsing ---------------------------------------------------------
     *(WeightFile(
         name=f"mtcnn-{net}", kind="detector", filename=f"mtcnn/{net}.pt", bundled=True, sha256=sha256, size=size,

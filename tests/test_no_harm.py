@@ -1,0 +1,177 @@
+"""Do no harm (docs/no_harm.md): aligned faces of any size and framing come back at their size,
+--weight auto chooses a weight per face (0 for sharp faces, more for degraded ones), faces cut by
+the photo's edge are found, and the estimator's training math."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from faceprior.cli import main
+from faceprior.face.align import estimate_similarity, warp_affine
+from faceprior.face.paste import face_mask, face_to_image_matrix
+from faceprior.face.templates import named_template
+from faceprior.imaging.files import list_image_files
+from faceprior.imaging.io import read_image, write_image
+from faceprior.restoration.restorer import FaceRestorer
+from faceprior.training.blend_estimator import (
+    blend_loss,
+    blend_statistics,
+    best_weights,
+    degraded_pair,
+    psnr_of_blend,
+)
+from faceprior.training.degradations import DegradationConfig, degrade
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(reference_dir):
+    return str(reference_dir / "ckpt" / "GFPGANv1Clean_small.pth")  # 128 px, FFHQ framing, random weights
+
+
+# ---- aligned faces of any size --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("side", [96, 128, 200])
+def test_aligned_faces_come_back_at_their_own_size(small_checkpoint, side):
+    rng = np.random.default_rng(side)
+    face = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=small_checkpoint, aligned=True, weight=1.0)
+    result = restorer.restore(face)
+    assert result.image.shape == face.shape and result.faces[0].aligned.shape == (128, 128, 3)
+    if side == 128:  # the model's size and framing: exactly the model's output
+        np.testing.assert_array_equal(result.image, result.faces[0].restored)
+    assert FaceRestorer(model=small_checkpoint, aligned=True, weight=1.0, upscale=2).restore(face).image.shape == \
+        (2 * side, 2 * side, 3)
+
+
+def test_aligned_faces_are_reframed_for_a_model_of_another_framing(small_checkpoint):
+    """An FFHQ-aligned 300 px face given to a model trained on the tighter CelebA-HQ framing: the
+    model sees the face mapped onto its own template, and the output keeps the input's size, with
+    the input untouched outside the pasted region."""
+    rng = np.random.default_rng(1)
+    face = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0)
+    result = restorer.restore(face)
+    assert result.image.shape == face.shape
+    matrix = estimate_similarity(named_template("ffhq", 300), named_template("celeba-hq", 128))
+    np.testing.assert_allclose(result.faces[0].affine, matrix, atol=1e-4)  # landmarks held as float32
+    np.testing.assert_array_equal(result.faces[0].aligned,
+                                  warp_affine(face, result.faces[0].affine, 128, border="replicate"))
+    outside = warp_affine(face_mask(128), face_to_image_matrix(matrix), (300, 300)) == 0
+    assert 0.2 < outside.mean() < 0.9
+    np.testing.assert_array_equal(result.image[outside], face[outside])
+    assert (result.image[~outside] != face[~outside]).any()
+    # the same face declared to be in the model's framing goes in as it is (scaled)
+    as_model = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="model", weight=1.0).restore(face)
+    assert not np.array_equal(as_model.faces[0].aligned, result.faces[0].aligned)
+
+
+def test_restore_aligned_command_returns_input_sizes(small_checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for side in (100, 160):
+        write_image(folder / f"face{side}.png", rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    assert main(["restore", str(folder), "-o", str(tmp_path / "out"), "--aligned", "--model", small_checkpoint,
+                 "--report"]) == 0
+    for side in (100, 160):
+        assert read_image(tmp_path / "out" / f"face{side}.png").pixels.shape == (side, side, 3)
+        report = json.loads((tmp_path / "out" / "reports" / f"face{side}.json").read_text())
+        assert report["weight"] == "auto" and 0 <= report["faces"][0]["weight"] <= 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["restore", str(folder), "-o", str(tmp_path / "x"), "--weight", "1.5"])
+    assert exit_info.value.code == 2
+    assert "expected auto or a number in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+# ---- --weight auto --------------------------------------------------------------------------------
+
+
+def test_auto_weight_blends_each_face_by_its_own_weight(small_checkpoint):
+    rng = np.random.default_rng(4)
+    faces = rng.integers(0, 256, (3, 128, 128, 3), dtype=np.uint8)
+    auto = FaceRestorer(model=small_checkpoint, aligned=True)
+    assert auto.weight == "auto" and auto.blend_estimator is not None
+    blended, weights = auto.restore_crops(faces)
+    full = FaceRestorer(model=small_checkpoint, aligned=True, weight=1.0).restore_aligned(faces)
+    assert weights.shape == (3,) and ((weights >= 0) & (weights <= 1)).all()
+    expected = faces + weights[:, None, None, None] * (full.astype(float) - faces)
+    assert np.abs(blended - expected).max() <= 1.0  # the estimator saw the unrounded output
+    result = auto.restore(faces[0])
+    assert result.faces[0].weight == pytest.approx(weights[0], abs=1e-5)
+    assert result.faces[0].to_json()["weight"] == round(float(weights[0]), 4)
+
+
+def _faces(data_dir, count: int) -> list[np.ndarray]:
+    paths = sorted(list_image_files(data_dir / "faces-val-256"))
+    return [read_image(paths[i * len(paths) // count]).pixels for i in range(count)]
+
+
+@pytest.mark.slow
+def test_auto_weight_leaves_sharp_faces_and_restores_degraded_ones(data_dir):
+    """The shipped estimator with the shipped model, on test faces it was not trained on."""
+    sharp = np.stack(_faces(data_dir, 12))
+    degraded = np.stack([np.rint(degrade(face, DegradationConfig(), seed=i)[0] * 255).astype(np.uint8)
+                         for i, face in enumerate(sharp)])
+    restorer = FaceRestorer(model="faceprior-256", aligned="model")
+    _, sharp_weights = restorer.restore_crops(sharp)
+    _, degraded_weights = restorer.restore_crops(degraded)
+    assert sharp_weights.max() < 0.25, sharp_weights
+    assert degraded_weights.mean() > sharp_weights.mean() + 0.3, (sharp_weights, degraded_weights)
+
+
+# ---- detection of faces cut by the edge -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_faces_cut_by_the_photo_edge_are_found(data_dir):
+    """Tight crops of faces (the eyes and mouth near the edges): found with the detection margin."""
+    restorer = FaceRestorer(model="faceprior-256", weight=1.0)
+    found = 0
+    for face in _faces(data_dir, 10):
+        tight = face[40:216, 40:216]  # the face fills the photo and is cut by every edge
+        boxes, _, landmarks = restorer.detect(tight)
+        if len(boxes):
+            found += 1
+            assert (landmarks[0] >= 0).all() and (landmarks[0] < 176).all()  # in the photo's coordinates
+    assert found >= 8
+
+
+# ---- the estimator's training math ------------------------------------------------------------------
+
+
+def test_blend_statistics_best_weight_and_loss_agree_with_direct_computation():
+    rng = np.random.default_rng(0)
+    gt = rng.random((4, 32, 32, 3))
+    inputs = np.clip(gt + rng.normal(0, 0.1, gt.shape), 0, 1)
+    restored = np.clip(gt + rng.normal(0, 0.05, gt.shape), 0, 1)
+    restored[3] = inputs[3]  # a model that changed nothing
+    stats = blend_statistics(inputs, restored, gt)
+    mask = face_mask(32)[None, :, :, None].astype(np.float64)
+    for w in (0.0, 0.3, 1.0):
+        blended = inputs + w * (restored - inputs)
+        direct = (mask * (blended - gt) ** 2).sum(axis=(1, 2, 3)) / (mask.sum() * 3)
+        np.testing.assert_allclose(w * w * stats[:, 0] - 2 * w * stats[:, 1] + stats[:, 2], direct, rtol=1e-10)
+    best = best_weights(stats)
+    assert best[3] == 0.0 and (best[:3] > 0.5).all()  # the cleaner restoration gets most of the weight
+    grid = np.linspace(0, 1, 101)
+    for i in range(3):
+        assert abs(grid[np.argmax([psnr_of_blend(np.array([w]), stats[i:i + 1])[0] for w in grid])] - best[i]) <= 0.01
+    weights = torch.tensor(best[:3], requires_grad=True)
+    loss = blend_loss(weights, torch.from_numpy(stats[:3]))
+    loss.backward()
+    assert weights.grad.abs().max() < 1e-3  # the loss is flat at the best weights
+
+
+def test_training_pairs_clean_samples_are_their_own_reference():
+    rng = np.random.default_rng(0)
+    gt = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    lq, reference = degraded_pair(gt, "clean", rng)
+    assert lq is reference and lq.shape == gt.shape and not np.array_equal(lq, gt)  # re-framed, not degraded
+    lq, reference = degraded_pair(gt, "paper", rng)
+    assert not np.array_equal(lq, reference)
