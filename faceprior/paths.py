@@ -47,20 +47,33 @@ def atomic_write(path: PathLike, overwrite: bool = True) -> Iterator[BinaryIO]:
     On any error (including KeyboardInterrupt) the temporary file is removed.
     """
     path = Path(path)
-    temporary = path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
+    temporary = temporary_path(path)
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            _move_without_replacing(temporary, path)
+        move_into_place(temporary, path, overwrite)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def temporary_path(path: PathLike) -> Path:
+    """A fresh temporary name next to ``path`` (:func:`is_temporary_file` knows it), for writers
+    that cannot use :func:`atomic_write` (e.g. a video muxer that opens the file itself)."""
+    path = Path(path)
+    return path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
+
+
+def move_into_place(temporary: PathLike, path: PathLike, overwrite: bool) -> None:
+    """Move a complete temporary file onto ``path`` (FileExistsError instead of replacing an
+    existing ``path`` unless ``overwrite``). The caller has flushed it to disk."""
+    if overwrite:
+        os.replace(temporary, path)
+    else:
+        _move_without_replacing(Path(temporary), Path(path))
 
 
 def _move_without_replacing(temporary: Path, path: Path) -> None:

@@ -10,12 +10,14 @@ from typing import Union
 from faceprior.cli.common import CommandError
 from faceprior.errors import printable
 from faceprior.face.templates import TEMPLATES
+from faceprior.imaging.files import is_video_file
 from faceprior.imaging.io import DEFAULT_MAX_PIXELS
 from faceprior.restoration.batch import (
     find_inputs,
     format_summary,
     plan_outputs,
     restore_files,
+    restore_videos,
     writes_into_an_input_folder,
 )
 from faceprior.restoration.restorer import PRECISIONS, FaceRestorer
@@ -91,6 +93,13 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="refuse images larger than N pixels (default %(default)s)")
+    video = parser.add_argument_group("videos (.mp4 .m4v .mov .mkv .webm .avi; needs faceprior[video])")
+    video.add_argument("--frames", default=None, metavar="A:B",
+                       help="restore only frames A to B-1 (the others are kept as they are)")
+    video.add_argument("--preview", type=int, default=None, metavar="N",
+                       help="instead of the video, write every N-th frame restored as a PNG, for a quick look")
+    video.add_argument("--codec", default=None, help="video encoder (default: libx264; libvpx-vp9 for .webm)")
+    video.add_argument("--crf", type=int, default=None, help="encoder quality, lower is better (default 18)")
     parser.set_defaults(run=run_restore)
 
 
@@ -99,7 +108,9 @@ def run_restore(args: argparse.Namespace) -> int:
     for name, reason in problems:
         print(f"faceprior: {printable(name)}: {reason}", file=sys.stderr)
     if not inputs:
-        raise CommandError("no input images found")
+        raise CommandError("no input images or videos found")
+    if args.preview is not None and args.preview < 1:
+        raise CommandError(f"--preview must be >= 1, got {args.preview}")
     plans, conflicts = plan_outputs(inputs, args.output, ext=args.ext, save_faces=args.save_faces,
                                     save_compare=args.save_compare, save_report=args.report)
     for conflict in conflicts:
@@ -118,9 +129,18 @@ def run_restore(args: argparse.Namespace) -> int:
         precision=args.precision, template=None if args.aligned else args.template, fidelity=args.fidelity)
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
           file=sys.stderr)
+    record = writes_into_an_input_folder(args.inputs, args.output)
+    videos = [plan for plan in plans if is_video_file(plan.item.path)]
+    images = [plan for plan in plans if not is_video_file(plan.item.path)]
     summary = restore_files(
-        restorer, plans, args.output, skip_existing=args.skip_existing, overwrite=args.overwrite,
+        restorer, images, args.output, skip_existing=args.skip_existing, overwrite=args.overwrite,
         save_faces=args.save_faces, save_compare=args.save_compare, save_report=args.report,
-        max_pixels=args.max_pixels, record_outputs=writes_into_an_input_folder(args.inputs, args.output))
+        max_pixels=args.max_pixels, record_outputs=record)
+    if videos:
+        if restorer.aligned:
+            raise CommandError("--aligned takes aligned face images, not videos")
+        summary.add(restore_videos(restorer, videos, args.output, skip_existing=args.skip_existing,
+                                   overwrite=args.overwrite, save_report=args.report, frames=args.frames,
+                                   preview=args.preview, codec=args.codec, crf=args.crf, record_outputs=record))
     print(format_summary(summary, problems), file=sys.stderr)
     return 1 if (summary.failures or problems) else 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import json
+import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from typing import Iterable, Optional, Sequence, TextIO
 import numpy as np
 
 from faceprior.errors import printable
-from faceprior.imaging.files import is_hidden, is_image_file, list_image_files
+from faceprior.imaging.files import is_hidden, is_media_file, is_video_file, list_media_files
 from faceprior.imaging.io import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
@@ -40,9 +41,11 @@ from faceprior.imaging.io import (
     read_image,
     write_image,
 )
+from faceprior.imaging.video import VideoError
 from faceprior.paths import atomic_write, is_temporary_file
 from faceprior.progress import Progress
 from faceprior.restoration.restorer import FaceRestorer, PreparedPhoto, Result
+from faceprior.restoration.video import preview_video, restore_video_file, write_video_report
 
 __all__ = ["OUTPUT_RECORD", "BatchSummary", "InputFile", "OutputPlan", "find_inputs", "format_summary", "plan_outputs",
            "restore_files", "writes_into_an_input_folder"]
@@ -92,10 +95,20 @@ class BatchSummary:
     skipped: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    videos: int = 0
 
     def line(self) -> str:
-        return (f"{self.images} image(s) restored, {self.faces} face(s), {self.skipped} skipped, "
+        videos = f"{self.videos} video(s), " if self.videos else ""
+        return (f"{self.images} image(s) restored, {videos}{self.faces} face(s), {self.skipped} skipped, "
                 f"{len(self.failures)} failed, {self.seconds:.1f} s")
+
+    def add(self, other: "BatchSummary") -> None:
+        self.images += other.images
+        self.videos += other.videos
+        self.faces += other.faces
+        self.skipped += other.skipped
+        self.failures += other.failures
+        self.seconds += other.seconds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,9 +178,9 @@ def find_inputs(arguments: Sequence[str], out_dir: Optional[Path] = None) -> tup
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            files = [file for file in list_image_files(path) if not written_by_us(file, path)]
+            files = [file for file in list_media_files(path) if not written_by_us(file, path)]
             if not files:
-                problems.append((argument, "folder contains no image files (faceprior's own outputs are left out)"))
+                problems.append((argument, "folder contains no image or video files (faceprior's own outputs are left out)"))
             for file in files:
                 add(file, file.relative_to(path))
         elif path.is_file():
@@ -175,10 +188,10 @@ def find_inputs(arguments: Sequence[str], out_dir: Optional[Path] = None) -> tup
         elif glob.has_magic(argument):
             root = _glob_root(argument)
             matches = sorted(Path(p) for p in glob.glob(argument, recursive=True)
-                             if Path(p).is_file() and is_image_file(p) and not is_hidden(Path(p).relative_to(root))
+                             if Path(p).is_file() and is_media_file(p) and not is_hidden(Path(p).relative_to(root))
                              and not written_by_us(Path(p), root))
             if not matches:
-                problems.append((argument, "pattern matched no image files"))
+                problems.append((argument, "pattern matched no image or video files"))
             for match in matches:
                 add(match, match.relative_to(root))
         else:
@@ -200,7 +213,7 @@ def plan_outputs(inputs: Sequence[InputFile], out_dir: Path, ext: Optional[str] 
     stems: dict[Path, InputFile] = {}
     for item in inputs:
         target = out_dir / item.relative
-        if ext:
+        if ext and not is_video_file(item.path):  # --ext is an image format; a video keeps its container
             target = target.with_suffix("." + ext.lower().lstrip("."))
         if target.resolve() in input_paths:  # an output folder that holds the inputs: a name of its own
             target = target.with_name(f"{target.stem}_restored{target.suffix}")
@@ -421,6 +434,66 @@ def restore_files(
     progress.close()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir: Path, skip_existing: bool = False,
+                   overwrite: bool = False, save_report: bool = False, frames: Optional[str] = None,
+                   preview: Optional[int] = None, codec: Optional[str] = None, crf: Optional[int] = None,
+                   record_outputs: bool = False, log: Optional[TextIO] = None) -> BatchSummary:
+    """Restore every planned video (see :mod:`faceprior.restoration.video`), one after the other.
+
+    Each output appears only when complete; an unreadable video, one without a video stream, or
+    an encoder failure is one failure line and the batch goes on. ``preview`` N: instead of the
+    video, every N-th frame restored as a PNG (``<stem>_frame000123.png``) next to where the
+    video would go. The report (``--report``) is ``reports/<stem>.json``.
+    """
+    summary = BatchSummary()
+    start = time.perf_counter()
+    record = _OutputRecord(out_dir, record_outputs)
+    for plan in plans:
+        item = plan.item
+        report_file = out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
+        try:
+            if preview:
+                written = preview_video(restorer, item.path, plan.target.parent, preview, overwrite=overwrite)
+                for path in written:
+                    record.add(path)
+                summary.videos += 1
+                continue
+            exists = plan.target.exists() or (save_report and report_file.exists())
+            if exists and skip_existing:
+                summary.skipped += 1
+                continue
+            if exists and not overwrite:
+                fail_reason = f"output {plan.target if plan.target.exists() else report_file} exists (use --skip-existing or --overwrite)"
+                summary.failures.append((printable(item.path), fail_reason))
+                _message(log, f"faceprior: {printable(item.path)}: {fail_reason}")
+                continue
+            progress = Progress(None, unit="frame", description=f"restoring {item.path.name}", stream=log)
+            report = restore_video_file(restorer, item.path, plan.target, overwrite=overwrite, frames=frames,
+                                        codec=codec, crf=crf, progress=lambda done, total: progress.advance(1))
+            progress.close()
+            record.add(plan.target)
+            for note in report.notes:
+                _message(log, f"faceprior: {printable(item.path)}: note: {printable(note)}")
+            if save_report:
+                write_video_report(report_file, report, overwrite)
+                record.add(report_file)
+            if plan.target.is_file():  # counted only once it is on disk
+                summary.videos += 1
+                summary.faces += report.faces
+        except (VideoError, FileExistsError, *RESTORE_ERRORS) as error:
+            message = " ".join(str(error).split()) or type(error).__name__
+            prefix = f"{item.path}: "
+            reason = message[len(prefix):] if message.startswith(prefix) else message
+            summary.failures.append((printable(item.path), printable(reason)))
+            _message(log, f"faceprior: {printable(item.path)}: {printable(reason)}")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _message(log: Optional[TextIO], line: str) -> None:
+    print(line, file=log if log is not None else sys.stderr, flush=True)
 
 
 def _write_report(path: Path, plan: OutputPlan, restorer: FaceRestorer, result: Result, overwrite: bool) -> None:
