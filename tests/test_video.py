@@ -44,7 +44,7 @@ def _frame_times(path: Path) -> list[int]:
 @pytest.mark.slow
 def test_restore_command_keeps_frames_time_stamps_and_audio(clip, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["restore", str(clip.path), "-o", str(out), "--report"]) == 0
+    assert main(["restore", str(clip.path), "-o", str(out), "--report", "--crf", "0"]) == 0  # lossless
     restored = out / "clip.mp4"
     assert _frame_times(restored) == _frame_times(clip.path) and len(_frame_times(restored)) == 26
     assert _packets(restored, "audio") == _packets(clip.path, "audio")  # copied bit for bit
@@ -55,11 +55,11 @@ def test_restore_command_keeps_frames_time_stamps_and_audio(clip, tmp_path, caps
     assert report["frames"] == report["restored_frames"] == 26 and report["scene_cuts"] == 1
     assert report["faces"] > 20 and 1 <= report["tracks"] < report["faces"]
     assert "1 video(s)" in capsys.readouterr().err
-    # the faces changed, the rest of the frame did not (beyond the encoder's own changes)
+    # the faces changed, the rest of the frame did not (beyond the RGB <-> YUV 4:2:0 round trip)
     with av.open(str(restored)) as a, av.open(str(clip.path)) as b:
         first_out = next(a.decode(video=0)).to_ndarray(format="rgb24").astype(int)
         first_in = next(b.decode(video=0)).to_ndarray(format="rgb24").astype(int)
-    assert np.abs(first_out - first_in).max() > 40 and np.median(np.abs(first_out - first_in)) <= 2
+    assert np.abs(first_out - first_in).max() > 20 and np.median(np.abs(first_out - first_in)) <= 1
     # --skip-existing leaves the finished video alone; without it, nothing is replaced
     stamp = restored.stat().st_mtime_ns
     assert main(["restore", str(clip.path), "-o", str(out), "--skip-existing", "--report"]) == 0
