@@ -21,23 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-__all__ = ["FaceTracker", "Observation", "Track", "box_iou", "colour_histogram", "is_scene_cut"]
+from faceprior.face.boxes import box_iou
 
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [N, M] of boxes a [N, 4] and b [M, 4] (x1, y1, x2, y2)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+__all__ = ["FaceTracker", "Observation", "Track", "colour_histogram", "is_scene_cut"]
 
 
 def colour_histogram(pixels: np.ndarray) -> np.ndarray:
@@ -115,7 +103,9 @@ class FaceTracker:
                 track.ended = True
         ids = [-1] * len(boxes)
         if live and len(boxes):
-            overlap = box_iou(boxes, np.stack([t.predicted_box(frame) for t in live]))
+            predicted = np.stack([t.predicted_box(frame) for t in live])
+            overlap = box_iou(torch.from_numpy(np.asarray(boxes, np.float64).reshape(-1, 4)),
+                              torch.from_numpy(predicted.astype(np.float64))).numpy()
             for flat in np.argsort(-overlap, axis=None):
                 i, j = np.unravel_index(flat, overlap.shape)
                 if overlap[i, j] < self.min_iou:
