@@ -90,15 +90,20 @@ def test_skip_existing_resumes_and_existing_outputs_are_kept(tmp_path, small_che
     out = tmp_path / "out"
     assert main(["restore", str(folder), "-o", str(out), "--aligned", "--model", small_checkpoint]) == 0
     outputs = _digest(out)
+    first_run = read_image(out / "1.png").pixels.astype(int)
     (out / "1.png").unlink()
     capsys.readouterr()
     assert main(["restore", str(folder), "-o", str(out), "--aligned", "--model", small_checkpoint, "--skip-existing"]) == 0
     assert "1 image(s) restored" in capsys.readouterr().err
-    assert _digest(out) == outputs  # deterministic: the re-made file is identical
+    remade = _digest(out)
+    assert {k: v for k, v in remade.items() if k != "1.png"} == {k: v for k, v in outputs.items() if k != "1.png"}
+    # deterministic: the re-made file is the same image, to the float rounding of a forward of one
+    # face instead of three (a level at a few pixels)
+    assert np.abs(read_image(out / "1.png").pixels.astype(int) - first_run).max() <= 1
     # Without --skip-existing or --overwrite, existing outputs are reported, not replaced.
     assert main(["restore", str(folder), "-o", str(out), "--aligned", "--model", small_checkpoint]) == 1
     assert "exists" in capsys.readouterr().err
-    assert _digest(out) == outputs
+    assert _digest(out) == remade
 
 
 def test_globs_and_output_extension(tmp_path, small_checkpoint):
