@@ -16,7 +16,8 @@ from faceprior.face.paste import face_mask, face_to_image_matrix
 from faceprior.face.templates import named_template
 from faceprior.imaging.files import list_image_files
 from faceprior.imaging.io import read_image, write_image
-from faceprior.restoration.restorer import FaceRestorer
+from faceprior.metrics.psnr_ssim import psnr
+from faceprior.restoration.restorer import FaceRestorer, same_colour
 from faceprior.training.blend_estimator import (
     blend_loss,
     blend_statistics,
@@ -119,9 +120,11 @@ def test_auto_weight_leaves_sharp_faces_and_restores_degraded_ones(data_dir):
     degraded = np.stack([np.rint(degrade(face, DegradationConfig(), seed=i)[0] * 255).astype(np.uint8)
                          for i, face in enumerate(sharp)])
     restorer = FaceRestorer(model="faceprior-256", aligned="model")
-    _, sharp_weights = restorer.restore_crops(sharp)
+    kept, sharp_weights = restorer.restore_crops(sharp)
     _, degraded_weights = restorer.restore_crops(degraded)
-    assert sharp_weights.max() < 0.25, sharp_weights
+    assert sharp_weights.mean() < 0.1 and sharp_weights.max() < 0.5, sharp_weights
+    for face, out in zip(sharp, kept):  # each sharp face comes back within the acceptance's 34 dB of itself
+        assert psnr(out, face) > 34
     assert degraded_weights.mean() > sharp_weights.mean() + 0.3, (sharp_weights, degraded_weights)
 
 
@@ -175,3 +178,22 @@ def test_training_pairs_clean_samples_are_their_own_reference():
     assert lq is reference and lq.shape == gt.shape and not np.array_equal(lq, gt)  # re-framed, not degraded
     lq, reference = degraded_pair(gt, "paper", rng)
     assert not np.array_equal(lq, reference)
+
+
+def test_the_estimator_judges_restorations_at_the_input_colour():
+    rng = np.random.default_rng(7)
+    faces = torch.from_numpy(rng.uniform(0.2, 0.8, (2, 3, 64, 64))).float()
+    tinted = faces + torch.tensor([0.1, -0.05, 0.08]).view(1, 3, 1, 1)  # a colour change alone
+    torch.testing.assert_close(same_colour(tinted, faces), faces, atol=1e-6, rtol=0)
+    detail = faces + 0.05 * torch.randn(2, 3, 64, 64)  # a change of detail keeps its own colour
+    assert (same_colour(detail, faces) - detail).abs().max() < 0.01
+
+
+@pytest.mark.slow
+def test_a_sharp_face_with_a_colour_cast_is_left_alone(data_dir):
+    """The model takes colour casts off (it was trained with colour jitter); on a sharp face the
+    cast is the photo's own, and taking it off is no help (09239 of faces-val-256 got 0.99 before)."""
+    sharp = np.stack(_faces(data_dir, 6)).astype(np.float32)
+    tinted = np.clip(sharp * np.array([1.15, 0.8, 1.1], np.float32), 0, 255).astype(np.uint8)  # magenta
+    _, weights = FaceRestorer(model="faceprior-256", aligned="model").restore_crops(tinted)
+    assert weights.max() < 0.3, weights

@@ -222,7 +222,7 @@ _ENTRIES = (
         name="blend-weight", kind="estimator", filename="blend-weight.safetensors", bundled=True,
         arch="BlendWeightNet",
         # tools/train_blend_estimator.py (docs/no_harm.md)
-        sha256="fa6c645d939bd724be8f5c2256fa8a7f564e4561154f5baec7f228ca40308722", size=359308,
+        sha256="9a1adb1784c64a5631fafced0fc62255578273f9b179368f7d5edf6068a0352d", size=359308,
         license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
         description="per-face blend weight of --weight auto: how much of a restoration to keep; ships with the package"),
     # --- face detection and parsing ---------------------------------------------------------
