@@ -12,6 +12,7 @@ import torch
 
 from faceprior.cli import main
 from faceprior.face.align import estimate_similarity, warp_affine
+from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.paste import face_mask, face_to_image_matrix
 from faceprior.face.templates import named_template
 from faceprior.imaging.files import list_image_files
@@ -197,3 +198,26 @@ def test_a_sharp_face_with_a_colour_cast_is_left_alone(data_dir):
     tinted = np.clip(sharp * np.array([1.15, 0.8, 1.1], np.float32), 0, 255).astype(np.uint8)  # magenta
     _, weights = FaceRestorer(model="faceprior-256", aligned="model").restore_crops(tinted)
     assert weights.max() < 0.3, weights
+
+
+def test_edge_margin_detector_pads_small_photos_and_shifts_coordinates_back():
+    seen = []
+
+    class Recording:  # one face at a fixed place of the image it is shown
+        def detect_arrays(self, image):
+            seen.append(image)
+            return (np.array([[10, 20, 50, 60]], np.float32), np.ones(1, np.float32),
+                    np.full((1, 5, 2), 30, np.float32))
+
+    detector = EdgeMarginDetector(Recording())
+    photo = np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    boxes, _, landmarks = detector.detect_arrays(photo)
+    margin = 120 // 8
+    assert seen[-1].shape == (120 + 2 * margin, 200 + 2 * margin, 3)
+    np.testing.assert_array_equal(seen[-1][margin:-margin, margin:-margin], photo)
+    np.testing.assert_array_equal(seen[-1][0, margin:-margin], photo[0])  # replicated edge
+    np.testing.assert_array_equal(boxes, [[10 - margin, 20 - margin, 50 - margin, 60 - margin]])
+    assert (landmarks == 30 - margin).all()
+    large = np.zeros((2001, 2001, 3), np.uint8)  # above MAX_MARGIN_PIXELS: no padded copy
+    boxes, _, _ = detector.detect_arrays(large)
+    assert seen[-1].shape == large.shape and boxes[0, 0] == 10
