@@ -200,7 +200,7 @@ def test_the_readme_example_with_the_wrong_face_size_says_what_to_do():
 def test_ctrl_c_during_restore_is_one_line_and_leaves_nothing_half_written(tmp_path):
     """Repro 12: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) gave a traceback."""
     folder = tmp_path / "D"
-    for i in range(40):
+    for i in range(120):  # enough that a loaded machine cannot finish them all before the signal
         _photo(folder / f"{i:02d}.png", i, size=200)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "faceprior", "restore", str(folder), "-o", str(out), "--aligned"],
