@@ -148,6 +148,18 @@ def test_tracks_survive_short_misses_and_end_at_cuts():
     assert {track for track, *_ in tracker.smoothed(8)} == {0, 1} and {t for t, *_ in tracker.smoothed(9)} == {2, 3}
 
 
+def test_a_gap_filled_track_is_not_restored_twice_where_another_track_has_the_face():
+    """The detector reports one face twice (two overlapping boxes) in frames 3 and 5: the second
+    box makes track 1. In frame 4 track 1 is filled in across its gap, over the face that track 0
+    detected there: the copy is dropped, the face is restored once."""
+    tracker = FaceTracker(max_gap=3, radius=2, sigma=1.0)
+    for frame, xs in ((0, [100]), (1, [100]), (3, [100, 108]), (4, [100]), (5, [100, 108])):
+        ids = tracker.update(frame, [_box(x, 50) for x in xs], [_landmarks(x, 50) for x in xs], [0.99] * len(xs))
+    assert ids == [0, 1]
+    assert [track for track, *_ in tracker.smoothed(4)] == [0]
+    assert [track for track, *_ in tracker.smoothed(3)] == [0, 1]  # both detected there: both kept
+
+
 def test_smoothing_removes_jitter_and_follows_motion():
     rng = np.random.default_rng(0)
     tracker = FaceTracker(radius=4, sigma=2.0)

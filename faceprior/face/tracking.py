@@ -149,8 +149,22 @@ class FaceTracker:
             nearest = min(window, key=lambda o: abs(o.frame - frame))
             shift = landmarks.mean(axis=0) - nearest.landmarks.mean(axis=0)
             box = nearest.box + np.tile(shift, 2)
-            faces.append((track.id, landmarks, box, nearest.score))
-        return faces
+            faces.append((before[-1].frame == frame, track.id, landmarks, box, nearest.score))
+        return [face[1:] for face in self._without_duplicates(faces)]
+
+    def _without_duplicates(self, faces: list[tuple]) -> list[tuple]:
+        """One face per place: a track filled in across a gap is dropped where it overlaps a face
+        detected in this frame (the same face, picked up by another track) or a stronger fill."""
+        order = sorted(faces, key=lambda face: (not face[0], -face[4]))  # detected first, then by score
+        kept: list[tuple] = []
+        for face in order:
+            if kept:
+                overlap = box_iou(torch.from_numpy(face[3][None].astype(np.float64)),
+                                  torch.from_numpy(np.stack([k[3] for k in kept]).astype(np.float64)))
+                if face[0] is False and float(overlap.max()) >= self.min_iou:
+                    continue
+            kept.append(face)
+        return sorted(kept, key=lambda face: face[1])  # in track order, as before
 
     def _fit(self, window: list[Observation], frame: int) -> np.ndarray:
         """Weighted local polynomial fit of the landmarks over ``window``, evaluated at ``frame``."""
