@@ -200,16 +200,19 @@ def test_the_readme_example_with_the_wrong_face_size_says_what_to_do():
 def test_ctrl_c_during_restore_is_one_line_and_leaves_nothing_half_written(tmp_path):
     """Repro 12: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) gave a traceback."""
     folder = tmp_path / "D"
-    for i in range(120):  # enough that a loaded machine cannot finish them all before the signal
+    for i in range(120):
         _photo(folder / f"{i:02d}.png", i, size=200)
-    out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "faceprior", "restore", str(folder), "-o", str(out), "--aligned"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    for attempt in range(3):  # a machine loaded by other jobs may let the run finish before the signal lands
+        out = tmp_path / f"out{attempt}"
+        process = subprocess.Popen([sys.executable, "-m", "faceprior", "restore", str(folder), "-o", str(out), "--aligned"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        if not (process.returncode == 0 and len(list(out.glob("*.png"))) == 120):
+            break
     assert process.returncode == 130 and "Traceback" not in err and err.strip().splitlines()[-1] == "faceprior: interrupted"
     for written in out.glob("*.png"):
         read_image(written)  # every file there is complete (a truncated PNG raises)
