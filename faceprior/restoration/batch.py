@@ -329,16 +329,11 @@ def restore_files(
     pending: list[_Pending] = []
 
     def report_path(plan: OutputPlan) -> Path:
-        return out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
+        return _report_path(out_dir, plan)
 
     def fail(path: Path, reason: str) -> None:
         summary.failures.append((printable(path), printable(reason)))
         progress.message(f"faceprior: {printable(path)}: {printable(reason)}")
-
-    def reason_of(error: Exception, path: Path) -> str:
-        message = " ".join(str(error).split()) or type(error).__name__
-        prefix = f"{path}: "
-        return message[len(prefix):] if message.startswith(prefix) else message
 
     def exists_already(plan: OutputPlan) -> bool:
         return plan.target.exists() or (save_report and report_path(plan).exists())
@@ -378,14 +373,14 @@ def restore_files(
             results = restorer.restore_prepared([entry.photo for entry in pending])
         except RESTORE_ERRORS as error:
             for entry in pending:
-                fail(entry.plan.item.path, reason_of(error, entry.plan.item.path))
+                fail(entry.plan.item.path, _reason_of(error, entry.plan.item.path))
             pending.clear()
             return
         for entry, result in zip(pending, results):
             try:
                 written = write_outputs(entry, result)
             except RESTORE_ERRORS as error:
-                fail(entry.plan.item.path, reason_of(error, entry.plan.item.path))
+                fail(entry.plan.item.path, _reason_of(error, entry.plan.item.path))
                 continue
             if not written:
                 summary.skipped += 1
@@ -424,7 +419,7 @@ def restore_files(
                 image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
                 pending.append(_Pending(plan, loaded, restorer.prepare(image)))
             except RESTORE_ERRORS as error:
-                fail(item.path, reason_of(error, item.path))
+                fail(item.path, _reason_of(error, item.path))
             progress.advance(1, item.path.name)
             if (sum(len(entry.photo.crops) for entry in pending) >= restorer.batch_size or len(pending) >= restorer.batch_size
                     or sum(entry.loaded.pixels.shape[0] * entry.loaded.pixels.shape[1] for entry in pending) >= MAX_WAITING_PIXELS):
@@ -450,9 +445,14 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
     summary = BatchSummary()
     start = time.perf_counter()
     record = _OutputRecord(out_dir, record_outputs)
+
+    def fail(path: Path, reason: str) -> None:
+        summary.failures.append((printable(path), printable(reason)))
+        _message(log, f"faceprior: {printable(path)}: {printable(reason)}")
+
     for plan in plans:
         item = plan.item
-        report_file = out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
+        report_file = _report_path(out_dir, plan)
         try:
             if preview:
                 written = preview_video(restorer, item.path, plan.target.parent, preview, overwrite=overwrite)
@@ -465,9 +465,8 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
                 summary.skipped += 1
                 continue
             if exists and not overwrite:
-                fail_reason = f"output {plan.target if plan.target.exists() else report_file} exists (use --skip-existing or --overwrite)"
-                summary.failures.append((printable(item.path), fail_reason))
-                _message(log, f"faceprior: {printable(item.path)}: {fail_reason}")
+                fail(item.path, f"output {plan.target if plan.target.exists() else report_file} exists "
+                     "(use --skip-existing or --overwrite)")
                 continue
             progress = Progress(None, unit="frame", description=f"restoring {item.path.name}", stream=log)
             report = restore_video_file(restorer, item.path, plan.target, overwrite=overwrite, frames=frames,
@@ -483,13 +482,21 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
                 summary.videos += 1
                 summary.faces += report.faces
         except (VideoError, FileExistsError, *RESTORE_ERRORS) as error:
-            message = " ".join(str(error).split()) or type(error).__name__
-            prefix = f"{item.path}: "
-            reason = message[len(prefix):] if message.startswith(prefix) else message
-            summary.failures.append((printable(item.path), printable(reason)))
-            _message(log, f"faceprior: {printable(item.path)}: {printable(reason)}")
+            fail(item.path, _reason_of(error, item.path))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _report_path(out_dir: Path, plan: OutputPlan) -> Path:
+    """Where ``--report`` writes the JSON of a planned input."""
+    return out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
+
+
+def _reason_of(error: Exception, path: Path) -> str:
+    """An error's message on one line, without a leading "<path>: " (the line names the file)."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    prefix = f"{path}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _message(log: Optional[TextIO], line: str) -> None:

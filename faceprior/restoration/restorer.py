@@ -24,10 +24,10 @@ from torch import nn
 
 from faceprior.errors import FacepriorError, OptionError
 from faceprior.face.align import estimate_similarity, warp_affine
+from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import make_parsing_masker
 from faceprior.face.paste import paste_faces
-from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
