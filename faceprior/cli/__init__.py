@@ -6,7 +6,7 @@ module                     subcommands
 ``faceprior.cli.restore``  restore
 ``faceprior.cli.models``   models, convert, export
 ``faceprior.cli.evaluate`` make-testset, evaluate, ablation
-``faceprior.cli.train``    train, sample, degrade, prepare-components
+``faceprior.cli.train``    train, dry-run, sample, degrade, prepare-components
 =========================  ================================================
 
 Each subcommand is two functions in its module: ``add_<name>_command(subparsers)`` declares its
@@ -30,6 +30,7 @@ from faceprior.cli.restore import add_restore_command
 from faceprior.cli.train import (
     add_degrade_command,
     add_prepare_components_command,
+    add_dry_run_command,
     add_sample_command,
     add_train_command,
 )
@@ -48,6 +49,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_evaluate_command,
     add_ablation_command,
     add_train_command,
+    add_dry_run_command,
     add_sample_command,
     add_degrade_command,
     add_prepare_components_command,
