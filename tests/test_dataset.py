@@ -208,8 +208,13 @@ def test_compute_component_boxes_with_a_callable_detector(tmp_path, face_folder)
     loaded = load_component_boxes(out)
     assert loaded.frame_size == 128 and loaded.boxes == result.boxes and loaded.missing == result.missing
     assert loaded.boxes[names[0]].left_eye == (40.0, 40.0, 0.23 * 48)
+    calls.clear()
     with pytest.raises(DatasetError, match="exists"):
         compute_component_boxes(face_folder, fake_detector, out, size=128)
+    assert calls == []  # refused before any detection
+    # A new folder for the output file is created.
+    nested = compute_component_boxes(face_folder, lambda image: None, tmp_path / "new" / "deeper" / "boxes.json")
+    assert (tmp_path / "new" / "deeper" / "boxes.json").is_file() and len(nested.missing) == NUM_FACES
     # The image without a face is left out of training, with a warning; the others keep their boxes.
     with pytest.warns(UserWarning, match=rf"1 of {NUM_FACES} images .* no detected face and are left out"):
         dataset = FaceDataset(face_folder, component_boxes=out)

@@ -250,8 +250,17 @@ def compute_component_boxes(
     size: resize the (square) images to size x size before detection, matching a
         ``FaceDataset(size=size)``; None keeps them (all images must then share one size).
     Images without a face are listed under "missing". Returns the ComponentBoxFile written.
+    An ``out_file`` that exists (without ``overwrite``) or cannot be created is refused before
+    any detection runs.
     """
     folder = Path(folder)
+    out_file = Path(out_file)
+    if out_file.exists() and not overwrite:
+        raise DatasetError(f"{out_file}: exists (pass overwrite=True to replace it)")
+    try:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"{out_file}: cannot create its folder ({error.strerror or error})") from None
     paths = _dataset_files(folder)
     boxes: Dict[str, ComponentBoxes] = {}
     missing = []
