@@ -360,13 +360,13 @@ def test_ablation_with_a_fake_trainer_writes_the_table(tmp_path, testset128):
     base = _tiny_base_config(tmp_path, tmp_path / "base")
     result = run_ablation(base, 3, lq32, gt32, tmp_path / "abl", metrics=["psnr", "ssim"], train_function=fake_train,
                           log=lambda message: None)
-    assert trained == [("full", False, 3, 10.0), ("no-cs-sft", True, 3, 10.0), ("sft-all-channels", False, 3, 10.0),
-                       ("no-pyramid", False, 3, 10.0), ("no-identity", False, 3, 0.0)]
+    assert trained == [("full", False, 3, 10.0), ("full-seed1", False, 3, 10.0), ("no-cs-sft", True, 3, 10.0),
+                       ("sft-all-channels", False, 3, 10.0), ("no-pyramid", False, 3, 10.0), ("no-identity", False, 3, 0.0)]
     assert set(result.skipped) == {"no-prior", "no-component"}
     rows = list(csv.reader((tmp_path / "abl" / "ablation.csv").open()))
     assert rows[0] == ["method", "psnr", "ssim"]
-    assert [row[0] for row in rows[1:]] == ["input", "full model", "w/o CS-SFT", "SFT (all channels)",
-                                            "w/o pyramid loss", "w/o identity loss"]
+    assert [row[0] for row in rows[1:]] == ["input", "full model", "full model, seed + 1", "w/o CS-SFT",
+                                            "SFT (all channels)", "w/o pyramid loss", "w/o identity loss"]
     markdown = (tmp_path / "abl" / "ablation.md").read_text()
     assert "Ablation (3 iterations per variant)" in markdown and "skipped no-prior" in markdown
     assert (tmp_path / "abl" / "eval" / "compare.png").is_file()

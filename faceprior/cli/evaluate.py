@@ -85,13 +85,18 @@ def add_ablation_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ablation",
         help="train the paper's ablation variants for a fixed budget and evaluate them",
-        description="Train the full model and each ablation variant (no-cs-sft, sft-all-channels, no-prior, "
+        description="Train the full model (twice: full and full-seed1, for the spread) and each ablation variant (no-cs-sft, sft-all-channels, no-prior, "
         "no-pyramid, no-component, no-identity) from BASE.yaml for ITERS iterations each (runs in OUT/runs/), "
         "evaluate them on the LQ/GT test set (OUT/eval/) and write OUT/ablation.md, .csv and .json. "
         "Runs resume, so repeating the command only redoes what is missing.",
     )
     parser.add_argument("--config", required=True, type=Path, metavar="BASE.yaml", help="the full model's training config")
     parser.add_argument("--budget", required=True, type=int, metavar="ITERS", help="training iterations per variant")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of BASE.yaml, e.g. --set data.component_boxes=OUT/components.json")
+    parser.add_argument("--prior", type=Path, default=None, metavar="PRIOR.yaml",
+                        help="train this StyleGAN2 config first (OUT/runs/prior) and use it as every variant's prior")
+    parser.add_argument("--prior-budget", type=int, default=None, metavar="ITERS", help="training iterations of --prior")
     parser.add_argument("--lq", required=True, type=Path, metavar="DIR", help="aligned low-quality test faces")
     parser.add_argument("--gt", type=Path, default=None, metavar="DIR", help="their ground truth (same file names)")
     parser.add_argument("--out", required=True, type=Path, metavar="OUT", help="output folder")
@@ -108,8 +113,10 @@ def add_ablation_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_ablation(args: argparse.Namespace) -> int:
-    result = run_study(load_config(args.config), args.budget, args.lq, args.gt, args.out,
+    prior = load_config(args.prior) if args.prior is not None else None
+    result = run_study(load_config(args.config, overrides=args.set), args.budget, args.lq, args.gt, args.out,
                        variants=parse_variant_names(args.variants), metrics=parse_metric_names(args.metrics),
-                       device=args.device, batch_size=args.batch_size, sample=args.sample, weights=args.weights)
+                       device=args.device, batch_size=args.batch_size, sample=args.sample, weights=args.weights,
+                       prior=prior, prior_budget=args.prior_budget)
     print(result.files["md"].read_text(encoding="utf-8"), end="")
     return 0

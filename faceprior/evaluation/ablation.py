@@ -6,6 +6,8 @@ then evaluates them all on one test set (``faceprior.evaluation.runner.evaluate`
 the ablation table.
 
     full              the base config as given
+    full-seed1        the base config with train.seed + 1: its distance to "full" is the
+                      run-to-run spread the other rows are judged against
     no-cs-sft         "w/o CS-SFT": the spatial modulation is switched off: the condition
                       branches' outputs are replaced by scale 1 and shift 0 (``disable_sft``),
                       so the decoder only receives the latent codes; the branches get no gradient
@@ -17,6 +19,10 @@ the ablation table.
     no-pyramid        "w/o pyramid loss": ``losses.pyramid: 0``
     no-component      "w/o component loss": ``losses.component_gan: 0``, ``component_style: 0``
     no-identity       "w/o identity loss": ``losses.identity: 0``
+
+With a prior config (``prior``, task stylegan2), the StyleGAN2 prior is trained first in
+OUT/runs/prior/ for ``prior_budget`` iterations and becomes the base's ``model.decoder_load_path``,
+so that the whole study runs from scratch on a machine without pretrained priors.
 
 Each variant trains in OUT/runs/<variant>/ (``train.out_dir``; ``train.total_iter`` = the
 budget; everything else, schedules included, as in the base config). Runs resume from their
@@ -51,6 +57,7 @@ from faceprior.training.checkpointing import exported_model_path
 from faceprior.training.config import TrainConfig, config_from_dict, config_to_dict
 from faceprior.training.loop import run_training
 from faceprior.training.train_gfpgan import GFPGANTrainer
+from faceprior.training.train_stylegan2 import StyleGAN2Trainer
 
 Log = Callable[[str], None]
 
@@ -110,6 +117,10 @@ def _unchanged(config: Dict[str, Any]) -> None:
     return None
 
 
+def _next_seed(config: Dict[str, Any]) -> None:
+    config["train"]["seed"] = int(config["train"]["seed"]) + 1
+
+
 def _sft_all_channels(config: Dict[str, Any]) -> None:
     config["model"]["kwargs"]["sft_half"] = False
 
@@ -136,6 +147,7 @@ def _no_identity(config: Dict[str, Any]) -> None:
 FULL = AblationVariant("full", "full model", "the base config", _unchanged)
 ABLATION_VARIANTS = (
     FULL,
+    AblationVariant("full-seed1", "full model, seed + 1", "train.seed + 1 (the run-to-run spread)", _next_seed),
     AblationVariant("no-cs-sft", "w/o CS-SFT", "SFT conditions switched off (scale 1, shift 0)", _unchanged,
                     sft_off=True),
     AblationVariant("sft-all-channels", "SFT (all channels)", "model.kwargs.sft_half: false", _sft_all_channels),
@@ -218,6 +230,32 @@ def train_variant(config: TrainConfig, sft_off: bool) -> Path:
     return path
 
 
+def train_prior(prior: TrainConfig, budget: int, out_dir: PathLike, log: Log = _log_to_stderr) -> Path:
+    """Train the StyleGAN2 prior config ``prior`` for ``budget`` iterations in OUT/runs/prior
+    (resuming it) and return its exported generator (``models/net_g_<budget>.pth``)."""
+    if prior.task != "stylegan2":
+        raise AblationError(f"{prior.source}: task is {prior.task!r}; --prior needs a task: stylegan2 config")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise AblationError(f"--prior-budget must be a positive number of iterations, got {budget!r}")
+    data = copy.deepcopy(config_to_dict(prior))
+    data["train"]["total_iter"] = int(budget)
+    data["train"]["out_dir"] = str(Path(out_dir) / "runs" / "prior")
+    config = config_from_dict(data, source=f"{prior.source} [prior]")
+    log(f"ablation: training the StyleGAN2 prior for {budget} iterations in {config.train.out_dir}")
+    result = run_training(StyleGAN2Trainer, config, resume=True)
+    path = exported_model_path(config.train.out_dir, int(result["iteration"]))
+    if not path.is_file():
+        raise AblationError(f"{path}: training finished but the exported prior is missing")
+    return path
+
+
+def with_prior(base: TrainConfig, prior_path: PathLike) -> TrainConfig:
+    """The base config with ``model.decoder_load_path`` = ``prior_path``."""
+    data = copy.deepcopy(config_to_dict(base))
+    data["model"]["decoder_load_path"] = str(prior_path)
+    return config_from_dict(data, source=base.source)
+
+
 # ----------------------------------------------------------------------------------------------
 # the study
 
@@ -237,6 +275,7 @@ def run_ablation(base: TrainConfig, budget: int, lq_dir: PathLike, gt_dir: Optio
                  variants: Sequence[AblationVariant] = ABLATION_VARIANTS, metrics: Sequence[str] = DEFAULT_METRICS,
                  train_function: TrainFunction = train_variant, device: Union[str, torch.device] = "cpu",
                  batch_size: int = 4, sample: Optional[int] = None, weights: str = "ema",
+                 prior: Optional[TrainConfig] = None, prior_budget: Optional[int] = None,
                  log: Log = _log_to_stderr) -> AblationResult:
     """Train every variant for ``budget`` iterations and evaluate them (see the module docstring).
 
@@ -255,6 +294,8 @@ def run_ablation(base: TrainConfig, budget: int, lq_dir: PathLike, gt_dir: Optio
             evaluation) or its raw generator ("raw", ``params``). The EMA has a half-life of
             ``train.ema_half_life_images`` training images (10k): with budgets shorter than a few
             half-lives it is still close to the initial weights, so "raw" compares better there.
+        prior, prior_budget: a StyleGAN2 config trained first for prior_budget iterations
+            (``train_prior``) whose generator becomes the base's ``model.decoder_load_path``.
         log: progress messages.
     """
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
@@ -265,7 +306,11 @@ def run_ablation(base: TrainConfig, budget: int, lq_dir: PathLike, gt_dir: Optio
         raise AblationError("no variants to train")
     if weights not in WEIGHT_KEYS:
         raise AblationError(f"--weights must be one of {', '.join(WEIGHT_KEYS)}, got {weights!r}")
+    if (prior is None) != (prior_budget is None):
+        raise AblationError("--prior and --prior-budget go together")
     out_dir = Path(out_dir)
+    if prior is not None:
+        base = with_prior(base, train_prior(prior, prior_budget, out_dir, log=log))
     checkpoints: Dict[str, Path] = {}
     skipped: Dict[str, str] = {}
     methods: List[ModelMethod] = []
@@ -305,5 +350,8 @@ def run_ablation(base: TrainConfig, budget: int, lq_dir: PathLike, gt_dir: Optio
                        f"({WEIGHT_KEYS[weights]}) after {budget} iterations")
     table.settings = {**table.settings, "base_config": base.source, "budget": budget, "weights": weights,
                       "variants": [variant.key for variant in variants]}
+    if prior is not None:
+        table.settings.update(prior_config=prior.source, prior_budget=prior_budget)
+        table.notes.append(f"StyleGAN2 prior: {prior.source}, {prior_budget} iterations ({base.model.decoder_load_path})")
     files = write_table_files(table, out_dir, stem="ablation")
     return AblationResult(table, files, checkpoints, skipped)
