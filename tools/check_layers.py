@@ -15,8 +15,9 @@ The layers, bottom to top (a module may import from its own group and from any l
     8  metrics                              PSNR ... FID, identity, LMD
     9  training                             degradations, data, losses, trainers
    10  evaluation                           test sets, the evaluation runner, ablations
-   11  cli                                  the command line, one module per group of subcommands
-   12  __main__, the package root           ``python -m faceprior``; ``faceprior.load_model`` ...
+   11  service                              the HTTP API and web page (faceprior serve; faceprior[serve])
+   12  cli                                  the command line, one module per group of subcommands
+   13  __main__, the package root           ``python -m faceprior``; ``faceprior.load_model`` ...
 
 Every ``import`` and ``from ... import`` of a faceprior module is read from the source (module level
 and inside functions alike) without importing anything.
@@ -42,8 +43,9 @@ LAYERS: dict[str, int] = {
     "metrics": 8,
     "training": 9,
     "evaluation": 10,
-    "cli": 11,
-    "__main__": 12, "": 12,
+    "service": 11,
+    "cli": 12,
+    "__main__": 13, "": 13,
 }
 
 

@@ -4,6 +4,7 @@
 module                     subcommands
 =========================  ================================================
 ``faceprior.cli.restore``  restore
+``faceprior.cli.serve``    serve
 ``faceprior.cli.models``   models, convert, export
 ``faceprior.cli.evaluate`` make-testset, evaluate, ablation
 ``faceprior.cli.train``    train, dry-run, sample, degrade, prepare-components
@@ -27,10 +28,11 @@ from typing import Callable, Sequence
 from faceprior.cli.evaluate import add_ablation_command, add_evaluate_command, add_make_testset_command
 from faceprior.cli.models import add_convert_command, add_export_command, add_models_command
 from faceprior.cli.restore import add_restore_command
+from faceprior.cli.serve import add_serve_command
 from faceprior.cli.train import (
     add_degrade_command,
-    add_prepare_components_command,
     add_dry_run_command,
+    add_prepare_components_command,
     add_sample_command,
     add_train_command,
 )
@@ -42,6 +44,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_restore_command,
+    add_serve_command,
     add_models_command,
     add_convert_command,
     add_export_command,

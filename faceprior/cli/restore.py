@@ -38,6 +38,17 @@ def blend_weight(text: str) -> Union[float, str]:
     return value
 
 
+def face_positions(text: str) -> list[int]:
+    """--faces: "0,2" -> [0, 2] (positions >= 0, largest face first)."""
+    try:
+        positions = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected face positions like 0,2 (0 = the largest face), got {text!r}") from None
+    if not positions or min(positions) < 0:
+        raise argparse.ArgumentTypeError(f"expected face positions like 0,2 (0 = the largest face), got {text!r}")
+    return positions
+
+
 def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "restore",
@@ -61,6 +72,9 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
     parser.add_argument("--min-face", type=float, default=0.0, metavar="PX", help="ignore faces smaller than PX pixels")
     parser.add_argument("--max-faces", type=int, default=None, metavar="N", help="restore at most the N largest faces")
+    parser.add_argument("--faces", type=face_positions, default=None, metavar="I,J",
+                        help="restore only these faces, by position among the detected faces, largest first "
+                        "(0 = the largest; see --report); the others are left as they are")
     parser.add_argument("--upscale", type=float, default=1.0, metavar="F", help="enlarge the whole image by F >= 1")
     parser.add_argument("--bg-upsampler", default="lanczos", choices=("lanczos", "realesrgan"),
                         help="background upsampler for --upscale > 1; realesrgan: Real-ESRGAN x2 (RealESRGAN_x2plus.pth)")
@@ -124,7 +138,7 @@ def run_restore(args: argparse.Namespace) -> int:
     restorer = FaceRestorer(
         model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
         aligned=(args.template or "ffhq") if args.aligned else False, only_center_face=args.only_center_face, min_face=args.min_face,
-        max_faces=args.max_faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        max_faces=args.max_faces, faces=args.faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
         upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
         precision=args.precision, template=None if args.aligned else args.template, fidelity=args.fidelity)
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",

@@ -30,10 +30,13 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SUPPORTED_FORMATS",
     "ImageReadError",
+    "ImageTooLargeError",
     "ImageWriteError",
     "LoadedImage",
+    "UnsupportedImageError",
     "apply_exif_orientation",
     "format_from_path",
+    "probe_image",
     "read_image",
     "write_image",
 ]
@@ -57,6 +60,14 @@ IMAGE_SUFFIXES = tuple(_SUFFIX_TO_FORMAT)
 
 class ImageReadError(FacepriorError, ValueError):
     """An image file could not be read; the message is one line naming the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The file header declares more pixels than allowed (found before any pixel is decoded)."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """Not an image file of a supported format (JPEG, PNG, WebP, BMP, TIFF)."""
 
 
 class ImageWriteError(FacepriorError, ValueError):
@@ -247,18 +258,13 @@ def _exif_of(im: "Image.Image") -> Tuple[Optional[bytes], int]:
     return raw, orientation
 
 
-def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read a JPEG, PNG, WebP, BMP or TIFF file (the first frame of multi-frame files).
+def _open_checked(path: Path, max_pixels: Optional[int]) -> tuple["Image.Image", str, int, int]:
+    """Open ``path`` with Pillow and check its header (inside a ``_PixelLimit``): a supported
+    format, a valid size within ``max_pixels``. Returns (image, format, width, height); no pixel
+    data is decoded. Raises ImageReadError (or its subclasses) naming the file."""
 
-    The image size is taken from the file header and checked against ``max_pixels`` (None: no
-    limit) before any pixel data is decoded. EXIF orientation is applied to the pixels.
-    Returns a LoadedImage (see its docstring for shapes and dtypes). Raises ImageReadError for
-    missing, empty, truncated, corrupt, unsupported or too large files.
-    """
-    path = Path(path)
-
-    def fail(reason: str) -> ImageReadError:
-        return ImageReadError(f"{path}: {one_line(reason)}")
+    def fail(reason: str, kind: type = ImageReadError) -> ImageReadError:
+        return kind(f"{path}: {one_line(reason)}")
 
     try:
         size = path.stat().st_size
@@ -270,28 +276,58 @@ def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -
         raise fail("is a folder, not an image file")
     if size == 0:
         raise fail("empty file (0 bytes)")
+    try:
+        im = Image.open(path, formats=SUPPORTED_FORMATS)
+    except UnidentifiedImageError:
+        raise fail("not a recognised image file (supported: JPEG, PNG, WebP, BMP, TIFF)", UnsupportedImageError) from None
+    except Image.DecompressionBombError:
+        raise fail(f"image too large (more than {max_pixels} pixels)", ImageTooLargeError) from None
+    except PermissionError:
+        raise fail("permission denied") from None
+    except Exception as error:
+        raise fail(f"corrupt image header ({type(error).__name__}: {error})") from None
+    width, height = im.size
+    file_format = "JPEG" if im.format == "MPO" else im.format
+    problem = None
+    if width <= 0 or height <= 0:
+        problem = fail(f"invalid image size {width}x{height}")
+    elif max_pixels is not None and width * height > max_pixels:
+        problem = fail(f"image too large ({width}x{height} = {width * height} pixels, limit {max_pixels})",
+                       ImageTooLargeError)
+    elif file_format not in SUPPORTED_FORMATS:
+        problem = fail(f"unsupported image format {im.format}", UnsupportedImageError)
+    if problem is not None:
+        im.close()
+        raise problem
+    return im, file_format, width, height
+
+
+def probe_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> tuple[str, int, int]:
+    """(format, width, height) of an image file from its header alone, checked as
+    :func:`read_image` checks it (format, size, ``max_pixels``) without decoding any pixel."""
+    with _PixelLimit(max_pixels):
+        im, file_format, width, height = _open_checked(Path(path), max_pixels)
+        im.close()
+    return file_format, width, height
+
+
+def read_image(path: PathLike, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read a JPEG, PNG, WebP, BMP or TIFF file (the first frame of multi-frame files).
+
+    The image size is taken from the file header and checked against ``max_pixels`` (None: no
+    limit) before any pixel data is decoded. EXIF orientation is applied to the pixels.
+    Returns a LoadedImage (see its docstring for shapes and dtypes). Raises ImageReadError for
+    missing, empty, truncated, corrupt, unsupported or too large files (ImageTooLargeError,
+    UnsupportedImageError for the last two).
+    """
+    path = Path(path)
+
+    def fail(reason: str) -> ImageReadError:
+        return ImageReadError(f"{path}: {one_line(reason)}")
 
     with _PixelLimit(max_pixels) as limit:
-        try:
-            im = Image.open(path, formats=SUPPORTED_FORMATS)
-        except UnidentifiedImageError:
-            raise fail("not a recognised image file (supported: JPEG, PNG, WebP, BMP, TIFF)") from None
-        except Image.DecompressionBombError:
-            raise fail(f"image too large (more than {max_pixels} pixels)") from None
-        except PermissionError:
-            raise fail("permission denied") from None
-        except Exception as error:
-            raise fail(f"corrupt image header ({type(error).__name__}: {error})") from None
+        im, file_format, width, height = _open_checked(path, max_pixels)
         with im:
-            width, height = im.size
-            if width <= 0 or height <= 0:
-                raise fail(f"invalid image size {width}x{height}")
-            if max_pixels is not None and width * height > max_pixels:
-                raise fail(f"image too large ({width}x{height} = {width * height} pixels, "
-                           f"limit {max_pixels})")
-            file_format = "JPEG" if im.format == "MPO" else im.format
-            if file_format not in SUPPORTED_FORMATS:
-                raise fail(f"unsupported image format {im.format}")
             try:
                 im.seek(0)
                 wide = _wide_rawmode(im)  # from the tile list, which load() empties

@@ -329,7 +329,7 @@ def restore_files(
     pending: list[_Pending] = []
 
     def report_path(plan: OutputPlan) -> Path:
-        return _report_path(out_dir, plan)
+        return planned_report_path(out_dir, plan)
 
     def fail(path: Path, reason: str) -> None:
         summary.failures.append((printable(path), printable(reason)))
@@ -452,7 +452,7 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
 
     for plan in plans:
         item = plan.item
-        report_file = _report_path(out_dir, plan)
+        report_file = planned_report_path(out_dir, plan)
         try:
             if preview:
                 written = preview_video(restorer, item.path, plan.target.parent, preview, overwrite=overwrite)
@@ -487,7 +487,7 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
     return summary
 
 
-def _report_path(out_dir: Path, plan: OutputPlan) -> Path:
+def planned_report_path(out_dir: Path, plan: OutputPlan) -> Path:
     """Where ``--report`` writes the JSON of a planned input."""
     return out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
 

@@ -85,6 +85,12 @@ class ModelChoice:
         return int(self.descriptor.face_size)
 
 
+def default_model_name(cache_dir: Optional[str] = None) -> Optional[str]:
+    """The restoration model ``choose_model(None)`` picks: the first of MODEL_PREFERENCE on this
+    machine (an official model in the weight cache, else the bundled one); None without any."""
+    return next((name for name in MODEL_PREFERENCE if is_present(get_entry(name), cache_dir)), None)
+
+
 def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = "cpu",
                  cache_dir: Optional[str] = None, template: Optional[str] = None) -> ModelChoice:
     """Resolve ``spec`` (catalogue name, file path, URL, nn.Module, ModelDescriptor, or None) to a
@@ -98,10 +104,9 @@ def choose_model(spec: Optional[ModelSpec] = None, device: str | torch.device = 
     if template is not None:
         check_template_name(template)  # fail before any model is loaded
     if spec is None:
-        for name in MODEL_PREFERENCE:
+        name = default_model_name(cache_dir)
+        if name is not None:
             entry = get_entry(name)
-            if not is_present(entry, cache_dir):
-                continue
             if entry.bundled:
                 best = local_path(get_entry(MODEL_PREFERENCE[0]), cache_dir)
                 reason = (f"bundled default model, licence: {entry.license}; no official model in the weight cache: "
@@ -267,6 +272,8 @@ class FaceRestorer:
         only_center_face: keep only the face nearest to the image centre.
         min_face: ignore faces whose box is smaller than this many pixels (shorter side).
         max_faces: keep at most this many faces, the largest.
+        faces: restore only these faces: positions in the list of faces the other filters keep,
+            largest first (0 = the largest); None: all of them.
         batch_size: faces per model forward.
         seed: None = stored (deterministic) decoder noise; an int = random noise from this seed.
         upsampler: background upsampler: an Upsampler, or a name for make_upsampler
@@ -296,7 +303,8 @@ class FaceRestorer:
                  seed: Optional[int] = None, upsampler: Union[Upsampler, str, None] = None,
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
-                 precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None):
+                 precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
+                 faces: Optional[Sequence[int]] = None):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
         if weight != "auto" and not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
@@ -336,6 +344,9 @@ class FaceRestorer:
         self.only_center_face = only_center_face
         self.min_face = float(min_face)
         self.max_faces = max_faces
+        if faces is not None and any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in faces):
+            raise OptionError(f"faces must be face positions >= 0 (0 = the largest face), got {list(faces)!r}")
+        self.faces = None if faces is None else tuple(sorted(set(faces)))
         self.batch_size = int(batch_size)
         self.seed = seed
         if isinstance(upsampler, str):
@@ -395,7 +406,7 @@ class FaceRestorer:
         landmarks [N, 5, 2], largest first after the filters of this restorer."""
         boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(to_uint8(pixels)))
         return select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks),
-                            pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces)
+                            pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces, self.faces)
 
     def restore(self, image: Any) -> Result:
         """Restore the faces of one photo. On a photo that is grey in content (``looks_gray``, e.g. a
@@ -538,9 +549,12 @@ class _Stopwatch:
 
 def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, image_hw: Sequence[int],
                  min_face: float = 0.0, only_center_face: bool = False,
-                 max_faces: Optional[int] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 max_faces: Optional[int] = None, face_indices: Optional[Sequence[int]] = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Filter detections: eye distance >= MIN_EYE_DISTANCE, shorter box side >= min_face, then
-    optionally only the face nearest the image centre, then at most ``max_faces`` (largest first).
+    optionally only the face nearest the image centre, then at most ``max_faces`` (largest first),
+    then, with ``face_indices``, only those positions of that list (0 = the largest face; positions
+    past its end are ignored).
 
     boxes [N, 4], scores [N], landmarks [N, 5, 2] -> the kept subset, sorted by box area, largest first.
     """
@@ -560,6 +574,8 @@ def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, i
     order = np.argsort(-areas, kind="stable")
     if max_faces is not None:
         order = order[:max_faces]
+    if face_indices is not None:
+        order = order[[index for index in sorted(set(face_indices)) if 0 <= index < len(order)]]
     return boxes[order], scores[order], landmarks[order]
 
 
