@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # torch is pinned to the CPU build that installs offline here; any torch >= 2.1 works for users.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo serve test test-fast bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml
 # The demo's own output folder: earlier demo results there are replaced (--overwrite); examples/ is never written.
 demo: setup
 	$(BIN)/faceprior restore examples -o results --overwrite --save-compare
+
+# The web page and HTTP API on http://127.0.0.1:8000 (Ctrl-C stops it).
+serve: setup
+	$(BIN)/faceprior serve
 
 # ruff: pyflakes and pycodestyle errors (pyproject.toml); tools/check_layers.py runs inside the tests.
 test: setup

@@ -23,6 +23,7 @@ import logging
 import secrets
 import tempfile
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -119,21 +120,19 @@ def create_app(settings: ServiceSettings, queue: Optional[JobQueue] = None) -> F
             state["error"] = one_line(error)
             LOG.exception("faceprior serve: the default model could not be loaded")
 
-    app = FastAPI(title="faceprior", version=__version__,
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        queue.start()
+        if settings.preload:
+            threading.Thread(target=preload, name="faceprior-preload", daemon=True).start()
+        yield
+        queue.stop()
+
+    app = FastAPI(title="faceprior", version=__version__, lifespan=lifespan,
                   description="Blind face restoration with a generative facial prior (GFP-GAN and others). "
                   "Upload a photo, get it back with its faces restored.")
     app.state.queue = queue
     app.state.settings = settings
-
-    @app.on_event("startup")
-    def start() -> None:
-        queue.start()
-        if settings.preload:
-            threading.Thread(target=preload, name="faceprior-preload", daemon=True).start()
-
-    @app.on_event("shutdown")
-    def stop() -> None:
-        queue.stop()
 
     # -- errors: JSON, one line, never a traceback ---------------------------------------
 
