@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test,eval,onnx,video,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[test,eval,onnx,video,serve,ray]"
 	touch $@
 
 # The demo's own output folder: earlier demo results there are replaced (--overwrite); examples/ is never written.

@@ -15,7 +15,7 @@ The layers, bottom to top (a module may import from its own group and from any l
     8  metrics                              PSNR ... FID, identity, LMD
     9  training                             degradations, data, losses, trainers
    10  evaluation                           test sets, the evaluation runner, ablations
-   11  service                              the HTTP API and web page (faceprior serve; faceprior[serve])
+   11  service, archive                     the HTTP API and web page (faceprior serve); Ray at archive scale
    12  cli                                  the command line, one module per group of subcommands
    13  __main__, the package root           ``python -m faceprior``; ``faceprior.load_model`` ...
 
@@ -43,7 +43,7 @@ LAYERS: dict[str, int] = {
     "metrics": 8,
     "training": 9,
     "evaluation": 10,
-    "service": 11,
+    "service": 11, "archive": 11,
     "cli": 12,
     "__main__": 13, "": 13,
 }

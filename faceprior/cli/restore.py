@@ -57,7 +57,7 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
         "Inputs are never modified; outputs are written atomically into OUTDIR.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or glob patterns")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="output folder")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     parser.add_argument("--model", default=None, help="catalogue name (see `faceprior models`: gfpgan-1.4, restoreformer, "
                         "restoreformer++, codeformer, gpen-bfr-512, ...) or checkpoint path; default: the best restoration "
                         "model present")
@@ -107,6 +107,17 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                         help="refuse images larger than N pixels (default %(default)s)")
+    scale = parser.add_argument_group("archive scale (--engine ray; needs faceprior[ray]; docs/scale.md)")
+    scale.add_argument("--engine", default="local", choices=("local", "ray"),
+                       help="local: this process (default); ray: Ray Data on a Ray cluster, resumable through a "
+                       "manifest; INPUT may then also be a URI pyarrow opens (s3://..., gs://...)")
+    scale.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    scale.add_argument("--actors", type=int, default=1, metavar="N", help="model actors (one model each; default 1)")
+    scale.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="GPUs per actor (default 0)")
+    scale.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C",
+                       help="CPUs (and torch threads) per actor (default 1)")
+    scale.add_argument("--manifest", default=None, metavar="FILE",
+                       help="JSON-lines manifest (default OUTDIR/faceprior-manifest.jsonl); a re-run skips what it lists as done")
     video = parser.add_argument_group("videos (.mp4 .m4v .mov .mkv .webm .avi; needs faceprior[video])")
     video.add_argument("--frames", default=None, metavar="A:B",
                        help="restore only frames A to B-1 (the others are kept as they are)")
@@ -117,7 +128,21 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_restore)
 
 
+def restorer_options(args: argparse.Namespace) -> dict:
+    """FaceRestorer keyword arguments of a `faceprior restore` command line."""
+    return dict(
+        model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
+        aligned=(args.template or "ffhq") if args.aligned else False, only_center_face=args.only_center_face,
+        min_face=args.min_face, max_faces=args.max_faces, faces=args.faces, batch_size=args.batch_size, seed=args.seed,
+        device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
+        face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
+        template=None if args.aligned else args.template, fidelity=args.fidelity)
+
+
 def run_restore(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return run_restore_on_ray(args)
+    args.output = Path(args.output)
     inputs, problems = find_inputs(args.inputs, args.output)
     for name, reason in problems:
         print(f"faceprior: {printable(name)}: {reason}", file=sys.stderr)
@@ -135,12 +160,7 @@ def run_restore(args: argparse.Namespace) -> int:
         args.output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise CommandError(f"cannot create the output folder {args.output} ({error.strerror or error})") from None
-    restorer = FaceRestorer(
-        model=args.model, detector=args.detector, upscale=args.upscale, weight=args.weight,
-        aligned=(args.template or "ffhq") if args.aligned else False, only_center_face=args.only_center_face, min_face=args.min_face,
-        max_faces=args.max_faces, faces=args.faces, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        upsampler=args.bg_upsampler, bg_tile=args.bg_tile, face_masker="parsenet" if args.parse_mask else None,
-        precision=args.precision, template=None if args.aligned else args.template, fidelity=args.fidelity)
+    restorer = FaceRestorer(**restorer_options(args))
     print(f"faceprior: model {restorer.choice.name} ({restorer.choice.reason}); {restorer.precision_note}",
           file=sys.stderr)
     record = writes_into_an_input_folder(args.inputs, args.output)
@@ -158,3 +178,23 @@ def run_restore(args: argparse.Namespace) -> int:
                                    preview=args.preview, codec=args.codec, crf=args.crf, record_outputs=record))
     print(format_summary(summary, problems), file=sys.stderr)
     return 1 if (summary.failures or problems) else 0
+
+
+def run_restore_on_ray(args: argparse.Namespace) -> int:
+    """--engine ray: one SOURCE folder (or URI) into OUTDIR, on Ray (faceprior.archive.ray_restore)."""
+    from faceprior.archive.ray_restore import format_archive_summary, restore_with_ray
+
+    if len(args.inputs) != 1:
+        raise CommandError("--engine ray takes one SOURCE (a folder or a URI such as s3://bucket/photos)")
+    refused = [name for name, given in (("--save-faces", args.save_faces), ("--save-compare", args.save_compare),
+                                        ("--report", args.report), ("--skip-existing", args.skip_existing),
+                                        ("--frames", args.frames), ("--preview", args.preview)) if given]
+    if refused:
+        raise CommandError(f"{', '.join(refused)}: not with --engine ray (the manifest records faces, weights and "
+                           "timings, and a re-run skips what is done)")
+    summary = restore_with_ray(args.inputs[0], str(args.output), restorer_options(args), actors=args.actors,
+                               gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+                               batch_size=args.batch_size, address=args.address, manifest=args.manifest, ext=args.ext,
+                               overwrite=args.overwrite, max_pixels=args.max_pixels)
+    print(format_archive_summary(summary), file=sys.stderr)
+    return 1 if summary.failures else 0

@@ -296,6 +296,18 @@ class _Pending:
     photo: PreparedPhoto
 
 
+def photo_of(loaded: LoadedImage) -> np.ndarray:
+    """What FaceRestorer.prepare takes for a read file: [H, W, 3], or [H, W, 4] with its alpha."""
+    return loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
+
+
+def write_result(path: Path, result: Result, loaded: LoadedImage, overwrite: bool = False) -> None:
+    """Write a restored photo as ``faceprior restore`` does: the format of ``path``'s suffix, and
+    the input's bit depth, greyness, ICC profile and EXIF."""
+    write_image(path, result.image, alpha=result.alpha, format=format_from_path(path), bit_depth=loaded.bit_depth,
+                gray=loaded.was_gray, icc_profile=loaded.icc_profile, exif=loaded.exif, overwrite=overwrite)
+
+
 def restore_files(
     restorer: FaceRestorer,
     plans: Sequence[OutputPlan],
@@ -344,9 +356,7 @@ def restore_files(
         plan, loaded = entry.plan, entry.loaded
         plan.target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            write_image(plan.target, result.image, alpha=result.alpha, format=format_from_path(plan.target),
-                        bit_depth=loaded.bit_depth, gray=loaded.was_gray, icc_profile=loaded.icc_profile,
-                        exif=loaded.exif, overwrite=overwrite)
+            write_result(plan.target, result, loaded, overwrite=overwrite)
         except ImageWriteError:
             if skip_existing and plan.target.exists():
                 return False
@@ -416,8 +426,7 @@ def restore_files(
                 read_ahead(index + 1)
                 for note in loaded.notes:
                     progress.message(f"faceprior: {printable(item.path)}: note: {printable(note)}")
-                image = loaded.pixels if loaded.alpha is None else np.dstack([loaded.pixels, loaded.alpha])
-                pending.append(_Pending(plan, loaded, restorer.prepare(image)))
+                pending.append(_Pending(plan, loaded, restorer.prepare(photo_of(loaded))))
             except RESTORE_ERRORS as error:
                 fail(item.path, _reason_of(error, item.path))
             progress.advance(1, item.path.name)
