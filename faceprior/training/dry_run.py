@@ -26,7 +26,8 @@ produces are meaningless; everything it writes lives under OUT and is labelled a
 Overrides for a short run, all listed in the report: the data folders; ``train.total_iter``,
 ``save_every`` (the middle), ``val_every``, ``log_every`` (1); ``data.val_count`` 2 and
 ``num_workers`` 0; ``losses.r1_every`` lowered to the number of iterations when larger, so that
-the lazy R1 step runs; optionally ``--size`` (``model.kwargs.out_size`` and ``data.size``) and
+the lazy R1 step runs; ``train.blowup_factor`` 0 (with random stand-ins a loss may jump by orders of
+magnitude in one step, which the loop's blow-up guard would stop; non-finite values still stop it); optionally ``--size`` (``model.kwargs.out_size`` and ``data.size``) and
 ``--batch-size``.
 """
 
@@ -228,6 +229,7 @@ def dry_run_config(config: TrainConfig, standins: StandinFiles, data_folder: Pat
     set_value("train.save_every", max(1, iterations // 2))
     set_value("train.val_every", int(iterations))
     set_value("train.log_every", 1)
+    set_value("train.blowup_factor", 0)  # random stand-ins may blow a loss up; this run checks finiteness only
     run_config = _override(config, overrides)
     return config_from_dict(config_to_dict(run_config), source=f"{config.source} [dry run]"), overrides
 
