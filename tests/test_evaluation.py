@@ -20,6 +20,7 @@ from faceprior.evaluation.ablation import (
     disable_sft,
     parse_variant_names,
     run_ablation,
+    skip_reason,
     train_variant,
     variant_config,
 )
@@ -331,11 +332,57 @@ def test_variant_configs_and_skips(tmp_path):
     prior = _tiny_base_config(tmp_path, tmp_path / "base")
     prior.model.decoder_load_path = "decoder.pth"
     prior.model.fix_decoder = True
-    no_prior = variant_config(prior, ABLATION_VARIANTS[3], 7, tmp_path)
+    variants = {variant.key: variant for variant in ABLATION_VARIANTS}
+    no_prior = variant_config(prior, variants["no-prior"], 7, tmp_path)
     assert no_prior.model.decoder_load_path is None and no_prior.model.fix_decoder is False
+    assert configs["full-seed1"].train.seed == configs["full"].train.seed + 1
+    assert skip_reason(base, variants["full-seed1"], 7, tmp_path) is None
     assert [v.key for v in parse_variant_names("no-identity,full")] == ["full", "no-identity"]
     with pytest.raises(AblationError, match="unknown variant"):
         parse_variant_names("full,no-such")
+
+
+@pytest.mark.slow
+def test_ablation_trains_the_prior_first_and_every_variant_loads_it(tmp_path, testset128):
+    lq32, gt32 = tmp_path / "lq32", tmp_path / "gt32"
+    for src, dst in ((testset128.lq_dir, lq32), (testset128.gt_dir, gt32)):
+        dst.mkdir()
+        for path in sorted(src.glob("*.png"))[:4]:
+            write_image(dst / path.name, _pixels(path)[::4, ::4])
+    prior = config_from_dict({
+        "task": "stylegan2",
+        "model": {"arch": "StyleGAN2GeneratorClean", "discriminator": {"channel_multiplier": 1, "narrow": 0.03125},
+                  "kwargs": {"out_size": 32, "num_style_feat": 16, "num_mlp": 2, "channel_multiplier": 1,
+                             "narrow": 0.03125}},
+        "data": {"train": str(gt32), "size": 32, "batch_size": 2, "num_workers": 0},
+        "losses": {"pixel": 0, "perceptual": 0, "style": 0, "pyramid": 0, "gan": 1, "component_gan": 0,
+                   "component_style": 0, "identity": 0, "r1": 10, "r1_every": 2, "path_length": 0},
+        "train": {"out_dir": "unused", "total_iter": 100, "save_every": 2, "val_every": 0, "log_every": 1,
+                  "num_threads": 1, "device": "cpu"},
+    }, source="prior.yaml")
+    loaded = []
+
+    def fake_train(config, sft_off):  # a variant "trains" by loading the prior it was given
+        model = create_model(config.model.arch, **config.model.kwargs, decoder_load_path=config.model.decoder_load_path,
+                             fix_decoder=config.model.fix_decoder)
+        loaded.append((Path(config.train.out_dir).name, config.model.decoder_load_path))
+        path = Path(config.train.out_dir) / "models" / "net_g_00000001.pth"
+        path.parent.mkdir(parents=True)
+        torch.save({"params": model.state_dict(), "params_ema": model.state_dict()}, path)
+        return path
+
+    base = _tiny_base_config(gt32, tmp_path / "base")
+    result = run_ablation(base, 1, lq32, gt32, tmp_path / "abl", variants=parse_variant_names("full,no-prior"),
+                          metrics=["psnr"], train_function=fake_train, prior=prior, prior_budget=2,
+                          log=lambda message: None)
+    exported = tmp_path / "abl" / "runs" / "prior" / "models" / "net_g_00000002.pth"
+    assert exported.is_file()
+    assert loaded == [("full", str(exported)), ("no-prior", None)]
+    assert result.table.settings["prior_budget"] == 2 and "StyleGAN2 prior" in " ".join(result.table.notes)
+    with pytest.raises(AblationError, match="go together"):
+        run_ablation(base, 1, lq32, gt32, tmp_path / "abl", prior=prior, train_function=fake_train)
+    with pytest.raises(AblationError, match="task: stylegan2"):
+        run_ablation(base, 1, lq32, gt32, tmp_path / "abl2", prior=base, prior_budget=1, train_function=fake_train)
 
 
 @pytest.mark.slow

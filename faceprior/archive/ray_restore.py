@@ -28,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
@@ -39,11 +39,18 @@ from faceprior.errors import FacepriorError, OptionError, one_line
 from faceprior.imaging.files import is_hidden, is_image_file
 from faceprior.imaging.io import read_image
 from faceprior.paths import atomic_write
-from faceprior.restoration.batch import RESTORE_ERRORS, find_inputs, photo_of, plan_outputs, write_result
+from faceprior.restoration.batch import (
+    RESTORE_ERRORS,
+    BatchSummary,
+    find_inputs,
+    photo_of,
+    plan_outputs,
+    write_result,
+)
 from faceprior.restoration.restorer import FaceRestorer
 
-__all__ = ["MANIFEST_NAME", "ArchiveError", "ArchiveItem", "ArchiveSummary", "RestoreActor", "format_archive_summary",
-           "list_archive", "restore_with_ray"]
+__all__ = ["MANIFEST_NAME", "ArchiveError", "ArchiveItem", "ArchiveSummary", "RestoreActor", "list_archive",
+           "restore_with_ray"]
 
 MANIFEST_NAME = "faceprior-manifest.jsonl"
 
@@ -63,14 +70,9 @@ class ArchiveItem:
 
 
 @dataclass
-class ArchiveSummary:
-    """What a run did: photos restored (faces), failed (name, reason), skipped as done, seconds."""
+class ArchiveSummary(BatchSummary):
+    """A run's BatchSummary (restored, faces, skipped as done before, failures, seconds) and its manifest."""
 
-    images: int = 0
-    faces: int = 0
-    skipped: int = 0
-    failures: List[Tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
     manifest: Optional[Path] = None
 
     def line(self) -> str:
@@ -355,10 +357,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def format_archive_summary(summary: ArchiveSummary) -> str:
-    lines = [summary.line()]
-    lines += [f"  failed: {name}: {reason}" for name, reason in summary.failures]
-    return "\n".join(lines)
-

@@ -182,7 +182,7 @@ def run_restore(args: argparse.Namespace) -> int:
 
 def run_restore_on_ray(args: argparse.Namespace) -> int:
     """--engine ray: one SOURCE folder (or URI) into OUTDIR, on Ray (faceprior.archive.ray_restore)."""
-    from faceprior.archive.ray_restore import format_archive_summary, restore_with_ray
+    from faceprior.archive.ray_restore import restore_with_ray
 
     if len(args.inputs) != 1:
         raise CommandError("--engine ray takes one SOURCE (a folder or a URI such as s3://bucket/photos)")
@@ -196,5 +196,5 @@ def run_restore_on_ray(args: argparse.Namespace) -> int:
                                gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
                                batch_size=args.batch_size, address=args.address, manifest=args.manifest, ext=args.ext,
                                overwrite=args.overwrite, max_pixels=args.max_pixels)
-    print(format_archive_summary(summary), file=sys.stderr)
+    print(format_summary(summary), file=sys.stderr)
     return 1 if summary.failures else 0
