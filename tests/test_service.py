@@ -329,3 +329,31 @@ def test_faces_restores_only_the_chosen_positions(tmp_path):
     assert cli_main(["restore", str(PHOTO), "-o", str(tmp_path / "none"), "--faces", "5", "--report"]) == 0
     report = (tmp_path / "none" / "reports" / "astronaut-old-print.json").read_text()
     assert '"faces": []' in report
+
+
+@pytest.mark.slow
+def test_a_video_job_returns_the_cli_video(service, tmp_path):
+    pytest.importorskip("av", reason="videos need PyAV: pip install 'faceprior[video]'")
+    from video_clips import make_clip
+
+    from faceprior.imaging.io import read_image
+    from faceprior.imaging.video import probe_video
+
+    photo = read_image(PHOTO).pixels
+    clip = make_clip(tmp_path / "clip.mp4", photo, photo[:, ::-1], size=(160, 96), frames=(6, 3), audio=False)
+    client, work = service
+    data = clip.path.read_bytes()
+    refused = client.post("/api/jobs", files={"file": ("clip.bin", data)}, data={"format": "png"})
+    assert refused.status_code == 422 and "a video keeps its container" in refused.json()["error"]
+    job = client.post("/api/jobs", files={"file": ("holiday clip.bin", data)}).json()
+    assert job["kind"] == "video"
+    while job["status"] in ("queued", "running"):
+        time.sleep(0.1)
+        job = client.get(job["status_url"]).json()
+    assert job["status"] == "done" and job["frames"] == 9 and job["faces"] >= 1
+    result = client.get(job["result_url"])
+    assert result.headers["content-type"] == "video/mp4" and "holiday%20clip_restored.mp4" in result.headers["content-disposition"]
+    (tmp_path / "got.mp4").write_bytes(result.content)
+    assert probe_video(tmp_path / "got.mp4").frames == 9
+    assert cli_main(["restore", str(clip.path), "-o", str(tmp_path / "cli")]) == 0
+    assert result.content == (tmp_path / "cli" / "clip.mp4").read_bytes()

@@ -32,7 +32,7 @@ import numpy as np
 from faceprior.errors import FacepriorError
 from faceprior.imaging.files import VIDEO_SUFFIXES, is_video_file
 
-__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoFrame", "VideoInfo", "VideoTranscoder", "is_video_file",
+__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoFrame", "VideoInfo", "VideoTranscoder", "container_suffix", "is_video_file",
            "probe_video", "read_frames", "require_av"]
 
 #: FFmpeg muxer for each suffix
@@ -112,6 +112,27 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         return _info(container, path)
     finally:
         container.close()
+
+
+#: Output suffix by container: FFmpeg's demuxer name -> suffix (matroska: .webm for VP8/VP9/AV1 video).
+_CONTAINER_SUFFIXES = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
+
+
+def container_suffix(path: str | os.PathLike) -> str:
+    """The file suffix of a video by its content (".mp4", ".mkv", ".webm", ".avi"), whatever its
+    name; VideoError if it is not a video faceprior restores."""
+    path = Path(path)
+    container = _open_input(path)
+    try:
+        suffix = _CONTAINER_SUFFIXES.get(container.format.name)
+        codec = container.streams.video[0].codec_context.name
+    finally:
+        container.close()
+    if suffix is None:
+        raise VideoError(f"{path}: unsupported video container {container.format.name} (supported: MP4/MOV, MKV/WebM, AVI)")
+    if suffix == ".mkv" and codec in ("vp8", "vp9", "av1"):
+        suffix = ".webm"
+    return suffix
 
 
 def _info(container: Any, path: Path) -> VideoInfo:

@@ -6,7 +6,7 @@
     GET    /api/models            restoration models: licence, presence, fidelity control, default
     POST   /api/restore           restore one photo and wait: the image (default) or, with
                                   ?response=json, the job with its faces and a result URL
-    POST   /api/jobs              queue one photo: 202 and the job (poll it)
+    POST   /api/jobs              queue one photo or video: 202 and the job (poll it)
     GET    /api/jobs/{id}         the job: status, faces (box, score, chosen weight), model, error
     GET    /api/jobs/{id}/result  the restored image of a finished job
     DELETE /api/jobs/{id}         cancel a job / drop its result
@@ -219,13 +219,20 @@ def create_app(settings: ServiceSettings, queue: Optional[JobQueue] = None) -> F
                     raise ServiceError(422, f"{name}: empty file")
                 try:
                     file_format, width, height = await asyncio.to_thread(probe_image, job.upload, settings.max_pixels)
+                    suffix = FORMAT_SUFFIXES[file_format]
                 except ImageTooLargeError as error:
                     raise ServiceError(413, _client_message(error, job, name)) from None
                 except UnsupportedImageError as error:
-                    raise ServiceError(415, _client_message(error, job, name)) from None
+                    suffix = await asyncio.to_thread(_video_suffix, job.upload, settings.max_pixels)
+                    if suffix is None:
+                        raise ServiceError(415, _client_message(error, job, name) + "; or a video (MP4, MOV, MKV, "
+                                           "WebM, AVI) where faceprior[video] is installed") from None
+                    if options.format:
+                        raise ServiceError(422, "format applies to photos; a video keeps its container") from None
+                    job.kind = "video"
                 except ImageReadError as error:
                     raise ServiceError(422, _client_message(error, job, name)) from None
-                typed = job.upload.with_suffix(FORMAT_SUFFIXES[file_format])
+                typed = job.upload.with_suffix(suffix)
                 job.upload.rename(typed)
                 job.upload = typed
                 try:
@@ -245,9 +252,10 @@ def create_app(settings: ServiceSettings, queue: Optional[JobQueue] = None) -> F
         return data
 
     def image_response(job: Job) -> FileResponse:
+        faces = job.report["faces"]  # a photo's list of faces; a video's count of restored faces
         return FileResponse(job.output, media_type=job.media_type, filename=job.download_name(),
-                            headers={"X-Faceprior-Job": job.id, "X-Faceprior-Faces": str(len(job.report["faces"])),
-                                     "Cache-Control": "no-store"})
+                            headers={"X-Faceprior-Job": job.id, "Cache-Control": "no-store",
+                                     "X-Faceprior-Faces": str(faces if isinstance(faces, int) else len(faces))})
 
     @app.post("/api/restore", summary="Restore one photo and wait for it",
               description="Multipart form: `file` and the options (model, weight, fidelity, upscale, "
@@ -309,6 +317,23 @@ def _copy_capped(source, target: Path, limit: int) -> int:
             if copied > limit:
                 raise ServiceError(413, f"upload too large (more than {limit} bytes)")
             handle.write(chunk)
+
+
+def _video_suffix(path: Path, max_pixels: int) -> Optional[str]:
+    """The output suffix of an uploaded video, None if it is not one (or PyAV is missing);
+    ServiceError 413 for frames of more than ``max_pixels``."""
+    try:
+        from faceprior.imaging.video import VideoError, container_suffix, probe_video
+    except ImportError:
+        return None
+    try:
+        suffix = container_suffix(path)
+        info = probe_video(path)
+    except VideoError:
+        return None
+    if info.width * info.height > max_pixels:
+        raise ServiceError(413, f"video frames too large ({info.width}x{info.height}; limit {max_pixels} pixels)")
+    return suffix
 
 
 def _client_message(error: Exception, job: Job, name: str) -> str:

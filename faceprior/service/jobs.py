@@ -1,10 +1,10 @@
 """The service's work: a bounded queue of restoration jobs, one worker thread, expiring results.
 
-A job is one uploaded photo and its :class:`RestoreOptions`. The worker takes the oldest queued
+A job is one uploaded photo (or video, with the ``video`` extra) and its :class:`RestoreOptions`. The worker takes the oldest queued
 job together with the other queued jobs that have the same options (up to ``batch_size``) and
-restores them in one :func:`faceprior.restoration.batch.restore_files` call, so their faces share
-network forwards and each output is exactly what ``faceprior restore`` writes for that photo
-with those options. Every file lives in the service's own work folder under names the service
+restores them in one :func:`faceprior.restoration.batch.restore_files` call (videos:
+``restore_videos``), so their faces share network forwards and each output is exactly what
+``faceprior restore`` writes for that file with those options. Every file lives in the service's own work folder under names the service
 chooses (``<work>/<job id>/upload.<ext>``, ``<work>/out/<job id>/...``); a job's folder is deleted
 when it is cancelled, fetched past its expiry, or swept. Nothing here sees a path from a client.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from faceprior.errors import FacepriorError
-from faceprior.restoration.batch import InputFile, plan_outputs, planned_report_path, restore_files
+from faceprior.restoration.batch import InputFile, plan_outputs, planned_report_path, restore_files, restore_videos
 from faceprior.restoration.restorer import FaceRestorer, make_detector
 from faceprior.service.options import RestoreOptions
 
@@ -38,14 +38,17 @@ class QueueFull(FacepriorError, RuntimeError):
 
 @dataclass
 class Job:
-    """One photo to restore. ``name``: the client's file name (display only, never a path).
-    ``report``: faces (box, landmarks, score, weight), model, licence, timings once done."""
+    """One photo (or video) to restore. ``name``: the client's file name (display only, never a
+    path). ``kind``: "image" or "video". ``report``: the JSON report of ``faceprior restore
+    --report`` once done (photos: faces with box, landmarks, score, weight; videos: frames, faces,
+    tracks), without paths."""
 
     id: str
     options: RestoreOptions
     folder: Path
     upload: Path
     name: str
+    kind: str = "image"
     created: float = field(default_factory=time.time)
     status: str = "queued"
     started: Optional[float] = None
@@ -59,7 +62,8 @@ class Job:
     def media_type(self) -> str:
         suffix = (self.output or self.upload).suffix.lower().lstrip(".")
         return {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
-                "bmp": "image/bmp", "tif": "image/tiff", "tiff": "image/tiff"}.get(suffix, "application/octet-stream")
+                "bmp": "image/bmp", "tif": "image/tiff", "tiff": "image/tiff", "mp4": "video/mp4",
+                "mkv": "video/x-matroska", "webm": "video/webm", "avi": "video/x-msvideo"}.get(suffix, "application/octet-stream")
 
     def download_name(self) -> str:
         stem = Path(self.name).stem or "photo"
@@ -69,10 +73,14 @@ class Job:
     def to_json(self) -> dict:
         """The job as a client sees it: no server paths."""
         report = self.report or {}
-        return {"id": self.id, "status": self.status, "name": self.name, "options": self.options.to_json(),
-                "created": self.created, "started": self.started, "finished": self.finished, "error": self.error,
-                "model": report.get("model"), "model_license": report.get("model_license"),
-                "faces": report.get("faces"), "timings_ms": report.get("timings_ms")}
+        data = {"id": self.id, "kind": self.kind, "status": self.status, "name": self.name,
+                "options": self.options.to_json(), "created": self.created, "started": self.started,
+                "finished": self.finished, "error": self.error, "model": report.get("model"),
+                "model_license": report.get("model_license"), "faces": report.get("faces"),
+                "timings_ms": report.get("timings_ms")}
+        if self.kind == "video":
+            data.update({key: report.get(key) for key in ("frames", "restored_frames", "tracks", "scene_cuts")})
+        return data
 
 
 class RestorerCache:
@@ -159,7 +167,7 @@ class JobQueue:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def new_job(self, options: RestoreOptions, name: str, suffix: str) -> Job:
+    def new_job(self, options: RestoreOptions, name: str, suffix: str = ".upload") -> Job:
         """A job and its folder; the caller writes the upload to ``job.upload`` and then
         :meth:`submit` s it (or :meth:`discard` s it)."""
         job_id = uuid.uuid4().hex
@@ -223,7 +231,7 @@ class JobQueue:
         if not queued:
             return []
         first = queued[0]
-        batch = [job for job in queued if job.options == first.options][:self.batch_size]
+        batch = [job for job in queued if job.options == first.options and job.kind == first.kind][:self.batch_size]
         for job in batch:
             job.status, job.started = "running", time.time()
         return batch
@@ -264,8 +272,11 @@ class JobQueue:
         plans, conflicts = plan_outputs(inputs, out_dir, ext=options.format, save_report=True)
         if conflicts:
             raise RuntimeError("; ".join(conflicts))
-        summary = restore_files(restorer, plans, out_dir, save_report=True, max_pixels=self.max_pixels,
-                                log=io.StringIO())
+        if jobs[0].kind == "video":
+            summary = restore_videos(restorer, plans, out_dir, save_report=True, log=io.StringIO())
+        else:
+            summary = restore_files(restorer, plans, out_dir, save_report=True, max_pixels=self.max_pixels,
+                                    log=io.StringIO())
         failures = dict(summary.failures)
         for job, plan in zip(jobs, plans):
             if job.status == "cancelled":
