@@ -108,8 +108,8 @@ def test_the_page_restores_compares_and_downloads_what_the_cli_writes(server, br
     weight = browser.find_element(By.ID, "weight")
     weight.send_keys(Keys.ARROW_RIGHT * 4)
     assert weight.get_attribute("value") == "0.7"
-    wait.until(lambda d: photo_state(d) == "restoring")
-    wait.until(lambda d: photo_state(d) == "done")
+    wait.until(lambda d: '"weight":"0.7"' in (d.find_element(By.ID, "after").get_attribute("data-options") or ""))
+    assert photo_state(browser) == "done"
     assert browser.find_element(By.ID, "message").text == ""
 
     # The before/after slider moves the split.
