@@ -54,7 +54,7 @@ from faceprior.evaluation.scores import DEFAULT_METRICS
 from faceprior.models.loading import load_model
 from faceprior.paths import PathLike
 from faceprior.training.checkpointing import exported_model_path
-from faceprior.training.config import TrainConfig, config_from_dict, config_to_dict
+from faceprior.training.config import TrainConfig, config_from_dict, config_to_dict, with_values
 from faceprior.training.loop import run_training
 from faceprior.training.train_gfpgan import GFPGANTrainer
 from faceprior.training.train_stylegan2 import StyleGAN2Trainer
@@ -237,10 +237,8 @@ def train_prior(prior: TrainConfig, budget: int, out_dir: PathLike, log: Log = _
         raise AblationError(f"{prior.source}: task is {prior.task!r}; --prior needs a task: stylegan2 config")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise AblationError(f"--prior-budget must be a positive number of iterations, got {budget!r}")
-    data = copy.deepcopy(config_to_dict(prior))
-    data["train"]["total_iter"] = int(budget)
-    data["train"]["out_dir"] = str(Path(out_dir) / "runs" / "prior")
-    config = config_from_dict(data, source=f"{prior.source} [prior]")
+    config = with_values(prior, {"train.total_iter": int(budget), "train.out_dir": str(Path(out_dir) / "runs" / "prior")},
+                         source=f"{prior.source} [prior]")
     log(f"ablation: training the StyleGAN2 prior for {budget} iterations in {config.train.out_dir}")
     result = run_training(StyleGAN2Trainer, config, resume=True)
     path = exported_model_path(config.train.out_dir, int(result["iteration"]))
@@ -251,9 +249,7 @@ def train_prior(prior: TrainConfig, budget: int, out_dir: PathLike, log: Log = _
 
 def with_prior(base: TrainConfig, prior_path: PathLike) -> TrainConfig:
     """The base config with ``model.decoder_load_path`` = ``prior_path``."""
-    data = copy.deepcopy(config_to_dict(base))
-    data["model"]["decoder_load_path"] = str(prior_path)
-    return config_from_dict(data, source=base.source)
+    return with_values(base, {"model.decoder_load_path": str(prior_path)})
 
 
 # ----------------------------------------------------------------------------------------------

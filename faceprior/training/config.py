@@ -62,6 +62,8 @@ __all__ = [
     "lazy_regularization_ratio",
     "load_config",
     "save_config",
+    "set_dotted",
+    "with_values",
 ]
 
 TASKS = ("gfpgan", "stylegan2")
@@ -415,17 +417,32 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> dict:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             raise ConfigError(f"{source}: override {override!r}: the value is not valid YAML") from None
-        parts = key.strip().split(".")
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"{source}: override {override!r}: {'.'.join(parts[:depth + 1])} is not a section")
-            node = child
-        node[parts[-1]] = value
+        set_dotted(data, key.strip(), value, f"{source}: override {override!r}")
     return data
+
+
+def set_dotted(data: dict, key: str, value: Any, where: str) -> None:
+    """Set ``data[a][b][c] = value`` for the dotted ``key`` "a.b.c", making missing sections;
+    ConfigError (prefixed with ``where``) when a part of the path is not a section."""
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def with_values(config: TrainConfig, values: Mapping[str, Any], source: Optional[str] = None) -> TrainConfig:
+    """``config`` with dotted keys set to Python values (``{"model.kwargs.out_size": 64}``),
+    validated again; ``source`` names the result in errors (default: the config's own)."""
+    data = config_to_dict(config)
+    for key, value in values.items():
+        set_dotted(data, key, value, config.source)
+    return config_from_dict(data, source=config.source if source is None else source)
 
 
 def load_config(path: Union[str, Path], overrides: Sequence[str] = ()) -> TrainConfig:

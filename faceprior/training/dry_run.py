@@ -33,7 +33,6 @@ magnitude in one step, which the loop's blow-up guard would stop; non-finite val
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from faceprior.models import create_model
 from faceprior.models.arcface import ResNetArcFace
 from faceprior.models.vgg import VGG19Features
 from faceprior.paths import PathLike
-from faceprior.training.config import TrainConfig, config_from_dict, config_to_dict
+from faceprior.training.config import TrainConfig, with_values
 from faceprior.training.dataset import OFFICIAL_FRAME_SIZE, boxes_from_landmarks
 from faceprior.training.logging import read_metrics
 from faceprior.training.train_gfpgan import train as train_gfpgan
@@ -177,18 +176,6 @@ class DryRunReport:
     problems: List[str] = field(default_factory=list)
 
 
-def _override(config: TrainConfig, values: Dict[str, object]) -> TrainConfig:
-    """``config`` with dotted keys (``model.kwargs.out_size``) set to new values."""
-    data = copy.deepcopy(config_to_dict(config))
-    for key, value in values.items():
-        *parents, name = key.split(".")
-        target = data
-        for parent in parents:
-            target = target[parent]
-        target[name] = value
-    return config_from_dict(data, source=config.source)
-
-
 def resized_config(config: TrainConfig, size: Optional[int] = None, batch_size: Optional[int] = None
                    ) -> tuple[TrainConfig, Dict[str, object]]:
     """``config`` at another training size / batch (None keeps it) and the overrides applied;
@@ -198,40 +185,31 @@ def resized_config(config: TrainConfig, size: Optional[int] = None, batch_size: 
         values.update({"data.size": int(size), "model.kwargs.out_size": int(size)})
     if batch_size is not None:
         values["data.batch_size"] = int(batch_size)
-    return _override(config, values), values
+    return with_values(config, values), values
 
 
 def dry_run_config(config: TrainConfig, standins: StandinFiles, data_folder: PathLike, out_dir: PathLike,
                    iterations: int) -> tuple[TrainConfig, Dict[str, object]]:
     """The config of a dry run and the overrides it applied (key -> new value)."""
-    data = config_to_dict(config)
     overrides: Dict[str, object] = {}
-
-    def set_value(key: str, value: object) -> None:
-        overrides[key] = value
-
     for kind, key in (("prior", "model.decoder_load_path"), ("vgg", "model.vgg"), ("arcface", "model.arcface"),
                       ("components", "data.component_boxes")):
         path = getattr(standins, kind)
         if path is not None:
-            set_value(key, str(path))
-    for key in ("model.random_vgg", "model.random_arcface"):
-        if data["model"].get(key.split(".")[1]):
-            set_value(key, False)
-    set_value("data.train", str(data_folder))
-    set_value("data.val", str(data_folder))
-    set_value("data.val_count", 2)
-    set_value("data.num_workers", 0)
-    if data["losses"]["r1"] > 0 and data["losses"]["r1_every"] > iterations:
-        set_value("losses.r1_every", int(iterations))
-    set_value("train.out_dir", str(Path(out_dir) / "run"))
-    set_value("train.total_iter", int(iterations))
-    set_value("train.save_every", max(1, iterations // 2))
-    set_value("train.val_every", int(iterations))
-    set_value("train.log_every", 1)
-    set_value("train.blowup_factor", 0)  # random stand-ins may blow a loss up; this run checks finiteness only
-    run_config = _override(config, overrides)
-    return config_from_dict(config_to_dict(run_config), source=f"{config.source} [dry run]"), overrides
+            overrides[key] = str(path)
+    if config.model.random_vgg:
+        overrides["model.random_vgg"] = False
+    if config.model.random_arcface:
+        overrides["model.random_arcface"] = False
+    overrides.update({"data.train": str(data_folder), "data.val": str(data_folder), "data.val_count": 2,
+                      "data.num_workers": 0})
+    if config.losses.r1 > 0 and config.losses.r1_every > iterations:
+        overrides["losses.r1_every"] = int(iterations)
+    overrides.update({"train.out_dir": str(Path(out_dir) / "run"), "train.total_iter": int(iterations),
+                      "train.save_every": max(1, iterations // 2), "train.val_every": int(iterations),
+                      "train.log_every": 1,
+                      "train.blowup_factor": 0})  # random stand-ins may blow a loss up; this run checks finiteness only
+    return with_values(config, overrides, source=f"{config.source} [dry run]"), overrides
 
 
 def run_dry_run(config: TrainConfig, data_folder: PathLike, out_dir: PathLike, iterations: int = 4,
