@@ -22,6 +22,7 @@ instance is started with this machine's CPUs; an already initialised Ray is used
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -42,6 +43,7 @@ from faceprior.paths import atomic_write
 from faceprior.restoration.batch import (
     RESTORE_ERRORS,
     BatchSummary,
+    failure_reason,
     find_inputs,
     photo_of,
     plan_outputs,
@@ -89,8 +91,11 @@ def _is_uri(text: str) -> bool:
     return "://" in text
 
 
+@functools.lru_cache(maxsize=8)
 def _filesystem(uri: str):
-    """(pyarrow filesystem, path in it) of a URI; ArchiveError for one pyarrow cannot open."""
+    """(pyarrow filesystem, path in it) of a URI; ArchiveError for one pyarrow cannot open.
+    Cached: the driver's existence checks and every read and write task of a worker process
+    reuse one filesystem (one object-store client) per URI."""
     import pyarrow.fs
 
     try:
@@ -188,7 +193,7 @@ class RestoreActor:
                 loaded[index] = read_image(path, max_pixels=self.max_pixels)
                 prepared[index] = self.restorer.prepare(photo_of(loaded[index]))
             except RESTORE_ERRORS as error:
-                errors[index] = _reason(error, path)
+                errors[index] = failure_reason(error, path)
             finally:
                 path.unlink(missing_ok=True)
         ready = [index for index in range(count) if prepared[index] is not None]
@@ -209,7 +214,7 @@ class RestoreActor:
                     write_result(path, result, loaded[index], overwrite=True)
                     encoded = path.read_bytes()
                 except RESTORE_ERRORS as error:
-                    errors[index] = _reason(error, path)
+                    errors[index] = failure_reason(error, path)
                 finally:
                     path.unlink(missing_ok=True)
                 faces = json.dumps([face.to_json() for face in result.faces])
@@ -223,12 +228,6 @@ class RestoreActor:
             out["timings"].append(json.dumps(timings))
             out["worker"].append(self.worker)
         return out
-
-
-def _reason(error: Exception, path: Path) -> str:
-    message = one_line(error)
-    prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
 
 
 def _write_stage(row: Dict[str, Any], dest_uri: Optional[str]) -> Dict[str, Any]:
@@ -302,9 +301,10 @@ def restore_with_ray(source: str, dest: str, options: Dict[str, Any], actors: in
         print(f"faceprior: {name}: {reason}", file=log)
     todo = []
     for item in items:
-        if book.done(item.relative) is not None and _exists(item.target, dest):
+        exists = _exists(item.target, dest)
+        if exists and book.done(item.relative) is not None:
             summary.skipped += 1
-        elif not overwrite and _exists(item.target, dest):
+        elif exists and not overwrite:
             reason = f"output {item.target} exists (use --overwrite)"
             book.append({"input": item.relative, "status": "failed", "output": item.target, "error": reason})
             summary.failures.append((item.relative, reason))

@@ -383,14 +383,14 @@ def restore_files(
             results = restorer.restore_prepared([entry.photo for entry in pending])
         except RESTORE_ERRORS as error:
             for entry in pending:
-                fail(entry.plan.item.path, _reason_of(error, entry.plan.item.path))
+                fail(entry.plan.item.path, failure_reason(error, entry.plan.item.path))
             pending.clear()
             return
         for entry, result in zip(pending, results):
             try:
                 written = write_outputs(entry, result)
             except RESTORE_ERRORS as error:
-                fail(entry.plan.item.path, _reason_of(error, entry.plan.item.path))
+                fail(entry.plan.item.path, failure_reason(error, entry.plan.item.path))
                 continue
             if not written:
                 summary.skipped += 1
@@ -428,7 +428,7 @@ def restore_files(
                     progress.message(f"faceprior: {printable(item.path)}: note: {printable(note)}")
                 pending.append(_Pending(plan, loaded, restorer.prepare(photo_of(loaded))))
             except RESTORE_ERRORS as error:
-                fail(item.path, _reason_of(error, item.path))
+                fail(item.path, failure_reason(error, item.path))
             progress.advance(1, item.path.name)
             if (sum(len(entry.photo.crops) for entry in pending) >= restorer.batch_size or len(pending) >= restorer.batch_size
                     or sum(entry.loaded.pixels.shape[0] * entry.loaded.pixels.shape[1] for entry in pending) >= MAX_WAITING_PIXELS):
@@ -491,7 +491,7 @@ def restore_videos(restorer: FaceRestorer, plans: Sequence[OutputPlan], out_dir:
                 summary.videos += 1
                 summary.faces += report.faces
         except (VideoError, FileExistsError, *RESTORE_ERRORS) as error:
-            fail(item.path, _reason_of(error, item.path))
+            fail(item.path, failure_reason(error, item.path))
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -501,7 +501,7 @@ def planned_report_path(out_dir: Path, plan: OutputPlan) -> Path:
     return out_dir / SIDECAR_FOLDERS["report"] / plan.sidecar_stem.with_suffix(".json")
 
 
-def _reason_of(error: Exception, path: Path) -> str:
+def failure_reason(error: Exception, path: Path) -> str:
     """An error's message on one line, without a leading "<path>: " (the line names the file)."""
     message = " ".join(str(error).split()) or type(error).__name__
     prefix = f"{path}: "
