@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Union
 
 from faceprior.cli.common import CommandError
-from faceprior.errors import printable
+from faceprior.errors import OptionError, printable
 from faceprior.face.templates import TEMPLATES
 from faceprior.imaging.files import is_video_file
 from faceprior.imaging.io import DEFAULT_MAX_PIXELS
@@ -20,7 +20,7 @@ from faceprior.restoration.batch import (
     restore_videos,
     writes_into_an_input_folder,
 )
-from faceprior.restoration.restorer import PRECISIONS, FaceRestorer
+from faceprior.restoration.restorer import PRECISIONS, FaceRestorer, parse_face_positions
 
 __all__ = ["add_restore_command"]
 
@@ -38,15 +38,12 @@ def blend_weight(text: str) -> Union[float, str]:
     return value
 
 
-def face_positions(text: str) -> list[int]:
-    """--faces: "0,2" -> [0, 2] (positions >= 0, largest face first)."""
+def face_positions(text: str) -> tuple[int, ...]:
+    """--faces: "0,2" -> (0, 2) (positions >= 0, largest face first)."""
     try:
-        positions = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected face positions like 0,2 (0 = the largest face), got {text!r}") from None
-    if not positions or min(positions) < 0:
-        raise argparse.ArgumentTypeError(f"expected face positions like 0,2 (0 = the largest face), got {text!r}")
-    return positions
+        return parse_face_positions(text)
+    except OptionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_restore_command(subparsers: argparse._SubParsersAction) -> None:

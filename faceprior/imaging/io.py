@@ -27,6 +27,7 @@ from faceprior.paths import PathLike, atomic_write
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "FORMAT_SUFFIXES",
     "IMAGE_SUFFIXES",
     "SUPPORTED_FORMATS",
     "ImageReadError",
@@ -56,6 +57,8 @@ _EXIF_ORIENTATION = 0x0112
 
 #: File-name suffixes of the image files faceprior reads (lower case, with the dot).
 IMAGE_SUFFIXES = tuple(_SUFFIX_TO_FORMAT)
+#: The usual suffix of each format (the first one listed): "JPEG" -> ".jpg", "TIFF" -> ".tif".
+FORMAT_SUFFIXES = {fmt: suffix for suffix, fmt in reversed(_SUFFIX_TO_FORMAT.items())}
 
 
 class ImageReadError(FacepriorError, ValueError):

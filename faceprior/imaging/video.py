@@ -32,7 +32,7 @@ import numpy as np
 from faceprior.errors import FacepriorError
 from faceprior.imaging.files import VIDEO_SUFFIXES, is_video_file
 
-__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoFrame", "VideoInfo", "VideoTranscoder", "container_suffix", "is_video_file",
+__all__ = ["VIDEO_SUFFIXES", "VideoError", "VideoFrame", "VideoInfo", "VideoTranscoder", "is_video_file",
            "probe_video", "read_frames", "require_av"]
 
 #: FFmpeg muxer for each suffix
@@ -69,6 +69,14 @@ class VideoInfo:
     codec: str
     pix_fmt: str
     other_streams: tuple[str, ...] = field(default_factory=tuple)
+    container: str = ""  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+
+    @property
+    def suffix(self) -> Optional[str]:
+        """The file suffix of this video by its content (".mp4", ".mkv", ".webm", ".avi"), whatever
+        its name; None for a container faceprior does not write."""
+        suffix = _CONTAINER_SUFFIXES.get(self.container)
+        return ".webm" if suffix == ".mkv" and self.codec in ("vp8", "vp9", "av1") else suffix
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -108,31 +116,17 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """The :class:`VideoInfo` of a file (VideoError if it is not a readable video)."""
     path = Path(path)
     container = _open_input(path)
+    av = require_av()
     try:
         return _info(container, path)
+    except (av.FFmpegError, ValueError) as error:  # its first frame does not decode
+        raise VideoError(f"{path}: cannot read as a video ({_reason(error)})") from None
     finally:
         container.close()
 
 
 #: Output suffix by container: FFmpeg's demuxer name -> suffix (matroska: .webm for VP8/VP9/AV1 video).
 _CONTAINER_SUFFIXES = {"mov,mp4,m4a,3gp,3g2,mj2": ".mp4", "matroska,webm": ".mkv", "avi": ".avi"}
-
-
-def container_suffix(path: str | os.PathLike) -> str:
-    """The file suffix of a video by its content (".mp4", ".mkv", ".webm", ".avi"), whatever its
-    name; VideoError if it is not a video faceprior restores."""
-    path = Path(path)
-    container = _open_input(path)
-    try:
-        suffix = _CONTAINER_SUFFIXES.get(container.format.name)
-        codec = container.streams.video[0].codec_context.name
-    finally:
-        container.close()
-    if suffix is None:
-        raise VideoError(f"{path}: unsupported video container {container.format.name} (supported: MP4/MOV, MKV/WebM, AVI)")
-    if suffix == ".mkv" and codec in ("vp8", "vp9", "av1"):
-        suffix = ".webm"
-    return suffix
 
 
 def _info(container: Any, path: Path) -> VideoInfo:
@@ -148,7 +142,7 @@ def _info(container: Any, path: Path) -> VideoInfo:
     return VideoInfo(width=int(context.width), height=int(context.height), frames=int(stream.frames or 0),
                      rate=stream.average_rate or stream.guessed_rate, time_base=stream.time_base,
                      duration=duration, rotation=rotation, codec=context.name, pix_fmt=str(context.pix_fmt),
-                     other_streams=others)
+                     other_streams=others, container=container.format.name)
 
 
 def read_frames(path: str | os.PathLike, every: int = 1) -> Iterator[VideoFrame]:

@@ -547,6 +547,19 @@ class _Stopwatch:
         self.clock = now
 
 
+def parse_face_positions(text: str) -> tuple[int, ...]:
+    """"0,2" -> (0, 2): the ``faces`` of FaceRestorer (positions >= 0, largest face first; sorted,
+    each once). OptionError for anything else."""
+    message = f"expected face positions like 0,2 (0 = the largest face), got {text!r}"
+    try:
+        positions = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError:
+        raise OptionError(message) from None
+    if not positions or min(positions) < 0:
+        raise OptionError(message)
+    return tuple(sorted(positions))
+
+
 def select_faces(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, image_hw: Sequence[int],
                  min_face: float = 0.0, only_center_face: bool = False,
                  max_faces: Optional[int] = None, face_indices: Optional[Sequence[int]] = None

@@ -34,7 +34,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from faceprior.errors import FacepriorError, OptionError, one_line
-from faceprior.imaging.io import DEFAULT_MAX_PIXELS, ImageReadError, ImageTooLargeError, UnsupportedImageError, probe_image
+from faceprior.imaging.io import DEFAULT_MAX_PIXELS, FORMAT_SUFFIXES, ImageReadError, ImageTooLargeError, UnsupportedImageError, probe_image
+from faceprior.models import get_architecture
 from faceprior.restoration.restorer import default_model_name
 from faceprior.service.jobs import Job, JobQueue, QueueFull, RestorerCache
 from faceprior.service.options import FIELDS, RestoreOptions, parse_options
@@ -45,7 +46,6 @@ __all__ = ["ServiceError", "ServiceSettings", "available_models", "create_app"]
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 LOG = logging.getLogger("faceprior.service")
-FORMAT_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 #: Room for the multipart framing and the option fields around the file, in bytes.
 FORM_OVERHEAD = 64 * 1024
 
@@ -93,7 +93,8 @@ def available_models(default: Optional[str]) -> list[dict]:
     for entry in entries("restoration"):
         if is_present(entry):
             found.append({"name": entry.name, "license": entry.license, "description": entry.description,
-                          "default": entry.name == default, "fidelity": entry.arch == "CodeFormer"})
+                          "default": entry.name == default,
+                          "fidelity": bool(entry.arch) and get_architecture(entry.arch).capabilities.fidelity})
     return found
 
 
@@ -322,18 +323,15 @@ def _copy_capped(source, target: Path, limit: int) -> int:
 def _video_suffix(path: Path, max_pixels: int) -> Optional[str]:
     """The output suffix of an uploaded video, None if it is not one (or PyAV is missing);
     ServiceError 413 for frames of more than ``max_pixels``."""
+    from faceprior.imaging.video import VideoError, probe_video
+
     try:
-        from faceprior.imaging.video import VideoError, container_suffix, probe_video
-    except ImportError:
-        return None
-    try:
-        suffix = container_suffix(path)
-        info = probe_video(path)
+        info = probe_video(path)  # VideoError without PyAV, too
     except VideoError:
         return None
-    if info.width * info.height > max_pixels:
+    if info.suffix is not None and info.width * info.height > max_pixels:
         raise ServiceError(413, f"video frames too large ({info.width}x{info.height}; limit {max_pixels} pixels)")
-    return suffix
+    return info.suffix
 
 
 def _client_message(error: Exception, job: Job, name: str) -> str:

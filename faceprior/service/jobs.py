@@ -11,6 +11,7 @@ when it is cancelled, fetched past its expiry, or swept. Nothing here sees a pat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -105,7 +106,7 @@ class RestorerCache:
 
     def get(self, options: RestoreOptions) -> FaceRestorer:
         with self._lock:
-            key = RestoreOptions(**{**options.__dict__, "format": None})
+            key = dataclasses.replace(options, format=None)  # the output format does not change the restorer
             if key in self._restorers:
                 self._restorers.move_to_end(key)
                 return self._restorers[key]

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Mapping, Optional, Tuple, Union
 
 from faceprior.errors import OptionError
+from faceprior.restoration.restorer import parse_face_positions
 
 __all__ = ["OUTPUT_FORMATS", "RestoreOptions", "parse_options"]
 
@@ -90,12 +91,9 @@ def parse_options(fields: Mapping[str, str], models: Tuple[str, ...]) -> Restore
         values["faces"] = ()
     elif faces:
         try:
-            positions = tuple(sorted({int(part) for part in faces.split(",") if part.strip()}))
-        except ValueError:
-            raise OptionError(f"faces: expected face positions like 0,2 (0 = the largest face), got {faces!r}") from None
-        if not positions or positions[0] < 0:
-            raise OptionError(f"faces: expected face positions like 0,2 (0 = the largest face), got {faces!r}")
-        values["faces"] = positions
+            values["faces"] = parse_face_positions(faces)
+        except OptionError as error:
+            raise OptionError(f"faces: {error}") from None
     output_format = fields.get("format", "").strip().lower()
     if output_format:
         if output_format == "jpeg":
