@@ -89,7 +89,8 @@ def browser(tmp_path):
 
 
 def photo_state(driver) -> str:
-    return driver.find_element(By.CSS_SELECTOR, "#photos span").text
+    # read in the page: the list is redrawn on every change, so a held element can go stale
+    return driver.execute_script("const tag = document.querySelector('#photos span'); return tag ? tag.textContent : ''")
 
 
 def test_the_page_restores_compares_and_downloads_what_the_cli_writes(server, browser, tmp_path):
