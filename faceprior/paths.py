@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 __all__ = ["PathLike", "TEMPORARY_PREFIX", "TEMPORARY_SUFFIX", "atomic_write", "is_temporary_file",
-           "write_bytes_atomically"]
+           "move_into_place", "remove_unfinished_temporaries", "temporary_path", "write_bytes_atomically"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,6 +24,11 @@ PathLike = Union[str, os.PathLike]
 #: 255 bytes still works), hidden, and recognisable by cleaners (:func:`is_temporary_file`).
 TEMPORARY_PREFIX = ".faceprior-"
 TEMPORARY_SUFFIX = ".tmp"
+
+#: Temporary files this process named and has not yet moved into place or removed. A Ctrl-C can
+#: land between creating a file and the ``try`` that would remove it; the CLI removes what is
+#: left here when it is interrupted (:func:`remove_unfinished_temporaries`).
+_unfinished: set[Path] = set()
 
 
 def is_temporary_file(path: PathLike) -> bool:
@@ -48,32 +53,55 @@ def atomic_write(path: PathLike, overwrite: bool = True) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     temporary = temporary_path(path)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         move_into_place(temporary, path, overwrite)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        remove_temporary(temporary)
 
 
 def temporary_path(path: PathLike) -> Path:
     """A fresh temporary name next to ``path`` (:func:`is_temporary_file` knows it), for writers
-    that cannot use :func:`atomic_write` (e.g. a video muxer that opens the file itself)."""
-    path = Path(path)
-    return path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
+    that cannot use :func:`atomic_write` (e.g. a video muxer that opens the file itself). The name
+    is remembered until :func:`move_into_place` or :func:`remove_temporary` is done with it."""
+    temporary = Path(path).with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(8)}{TEMPORARY_SUFFIX}")
+    _unfinished.add(temporary)
+    return temporary
+
+
+def remove_temporary(temporary: PathLike) -> None:
+    """Delete a temporary file of :func:`temporary_path` if it is still there, and forget it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)
+    _unfinished.discard(Path(temporary))
+
+
+def remove_unfinished_temporaries() -> list[Path]:
+    """Delete every temporary file this process named and did not finish (after an interrupt);
+    returns those that were removed."""
+    removed = []
+    for temporary in list(_unfinished):
+        if os.path.lexists(temporary):
+            removed.append(temporary)
+        remove_temporary(temporary)
+    return removed
 
 
 def move_into_place(temporary: PathLike, path: PathLike, overwrite: bool) -> None:
     """Move a complete temporary file onto ``path`` (FileExistsError instead of replacing an
-    existing ``path`` unless ``overwrite``). The caller has flushed it to disk."""
-    if overwrite:
-        os.replace(temporary, path)
-    else:
-        _move_without_replacing(Path(temporary), Path(path))
+    existing ``path`` unless ``overwrite``); the temporary name is gone afterwards either way.
+    The caller has flushed it to disk."""
+    try:
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            _move_without_replacing(Path(temporary), Path(path))
+    finally:
+        remove_temporary(temporary)
 
 
 def _move_without_replacing(temporary: Path, path: Path) -> None:

@@ -65,6 +65,9 @@ def test_restore_command_keeps_frames_time_stamps_and_audio(clip, tmp_path, caps
     assert main(["restore", str(clip.path), "-o", str(out), "--skip-existing", "--report"]) == 0
     assert main(["restore", str(clip.path), "-o", str(out)]) == 1
     assert restored.stat().st_mtime_ns == stamp and "exists" in capsys.readouterr().err
+    # nothing else in the folder: the temporary name of the video was removed once it was in place
+    assert sorted(p.name for p in out.iterdir()) == ["clip.mp4", "reports"]
+    assert restored.stat().st_nlink == 1
 
 
 @pytest.mark.slow

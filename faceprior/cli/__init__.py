@@ -38,6 +38,7 @@ from faceprior.cli.train import (
 )
 from faceprior.errors import FacepriorError, one_line
 from faceprior.hardware import parse_device
+from faceprior.paths import remove_unfinished_temporaries
 from faceprior.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"faceprior: error: {one_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        remove_unfinished_temporaries()  # a Ctrl-C between creating a temporary file and its try
         print("faceprior: interrupted", file=sys.stderr)
         return 130
 

@@ -39,7 +39,7 @@ from faceprior.face.align import warp_affine
 from faceprior.face.tracking import FaceTracker, colour_histogram, is_scene_cut
 from faceprior.imaging.io import write_image
 from faceprior.imaging.video import VideoError, VideoFrame, VideoTranscoder, probe_video, read_frames
-from faceprior.paths import atomic_write, move_into_place, temporary_path
+from faceprior.paths import atomic_write, move_into_place, remove_temporary, temporary_path
 from faceprior.restoration.restorer import FaceRestorer, Result, blend_faces
 
 __all__ = ["VideoReport", "VideoRestorer", "preview_video", "restore_video_file"]
@@ -273,7 +273,7 @@ def restore_video_file(restorer: FaceRestorer, source: Path, target: Path, overw
             os.fsync(handle.fileno())
         move_into_place(temporary, target, overwrite)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        remove_temporary(temporary)
         raise
     report.faces, report.tracks, report.scene_cuts = video.faces, video.tracks, video.cuts
     report.seconds = round(time.perf_counter() - start, 3)
