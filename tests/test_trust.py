@@ -196,6 +196,12 @@ def test_the_readme_example_with_the_wrong_face_size_says_what_to_do():
         model(torch.zeros(1, 3, 512, 512))
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT handled by default in the child, as in a terminal: a test run started in the
+    background (`make test &`) has SIGINT ignored, and Python keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_restore_is_one_line_and_leaves_nothing_half_written(tmp_path):
     """Repro 12: Ctrl-C (SIGINT to the whole process group, as a terminal sends it) gave a traceback."""
@@ -205,7 +211,8 @@ def test_ctrl_c_during_restore_is_one_line_and_leaves_nothing_half_written(tmp_p
     for attempt in range(3):  # a machine loaded by other jobs may let the run finish before the signal lands
         out = tmp_path / f"out{attempt}"
         process = subprocess.Popen([sys.executable, "-m", "faceprior", "restore", str(folder), "-o", str(out), "--aligned"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                   preexec_fn=_as_from_a_terminal)
         deadline = time.monotonic() + 60
         while not (out.is_dir() and any(out.glob("*.png"))) and time.monotonic() < deadline:
             time.sleep(0.05)
