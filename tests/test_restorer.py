@@ -214,6 +214,24 @@ def test_black_and_white_photo_stored_as_rgb_gets_grey_faces(small_checkpoint):
     assert np.array_equal(aligned[..., 0], aligned[..., 2])
 
 
+def test_a_sepia_photo_gets_sepia_faces(small_checkpoint):
+    from faceprior.imaging.tone import photo_tone
+
+    rng = np.random.default_rng(6)
+    grey = np.clip(np.linspace(0.05, 0.95, 400)[None, :] + rng.normal(0, 0.08, (300, 400)), 0, 1)
+    sepia = np.stack([grey * 1.07 + 0.02, grey * 0.95 + 0.01, grey * 0.78], axis=-1)
+    image = np.round(np.clip(sepia, 0, 1) * 255).astype(np.uint8)
+    assert photo_tone(image) is not None
+    landmarks = _face_landmarks(200, 150, 60)[None]
+    toned = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), weight=1.0).restore(image)
+    assert not np.array_equal(toned.image, image) and photo_tone(toned.image) is not None
+    painted = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), weight=1.0,
+                           keep_tone=False).restore(image)
+    assert photo_tone(painted.image) is None  # the model's own colours: no longer one tint
+    kept = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), weight=0.0).restore(image)
+    assert np.array_equal(kept.image, image)
+
+
 class CountingNetwork:
     """Wraps a network and records the batch size of every forward."""
 

@@ -129,7 +129,7 @@ class ModelMethod(Method):
     def _load(self) -> FaceRestorer:
         if self.restorer is None:
             self.restorer = FaceRestorer(model=self.spec, aligned="model", weight=1.0, batch_size=self.batch_size,
-                                         device=self.device, cache_dir=self.cache_dir)
+                                         device=self.device, cache_dir=self.cache_dir, keep_tone=False)
         return self.restorer
 
     def run(self, images, reference_sizes):

@@ -33,6 +33,7 @@ from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array, to_uint8
 from faceprior.imaging.resize import upscale_lanczos
+from faceprior.imaging.tone import photo_tone
 from faceprior.inference.fast_cpu import is_gfpgan_family, optimize
 from faceprior.models.blend_estimator import centre_window
 from faceprior.models.descriptor import ModelDescriptor
@@ -295,6 +296,10 @@ class FaceRestorer:
         fidelity: for models with a fidelity control (CodeFormer's ``w``), in [0, 1]: 0 = the most
             generative result, 1 = the closest to the input; None: the model's default (0.5 for
             CodeFormer). An error for a model without one (``weight`` blends any model's output).
+        keep_tone: on a toned monochrome photo (sepia, cyanotype, a tinted black-and-white scan:
+            ``faceprior.imaging.tone.photo_tone``), give the restored faces the photo's tint at each
+            brightness instead of the model's skin colours (default). Black-and-white photos always
+            get grey faces.
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
@@ -304,7 +309,7 @@ class FaceRestorer:
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
-                 faces: Optional[Sequence[int]] = None):
+                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
         if weight != "auto" and not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
@@ -347,6 +352,7 @@ class FaceRestorer:
         if faces is not None and any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in faces):
             raise OptionError(f"faces must be face positions >= 0 (0 = the largest face), got {list(faces)!r}")
         self.faces = None if faces is None else tuple(sorted(set(faces)))
+        self.keep_tone = bool(keep_tone)
         self.batch_size = int(batch_size)
         self.seed = seed
         if isinstance(upsampler, str):
@@ -410,7 +416,8 @@ class FaceRestorer:
 
     def restore(self, image: Any) -> Result:
         """Restore the faces of one photo. On a photo that is grey in content (``looks_gray``, e.g. a
-        black-and-white scan stored as RGB) the restored faces are made grey too.
+        black-and-white scan stored as RGB) the restored faces are made grey too; on a toned one
+        (sepia, ...) they get its tone (``keep_tone``).
 
         image: [H, W, 3] or [H, W, 4] (alpha kept) or [H, W] numpy array (uint8, uint16 or float
             in [0, 1]) or a PIL image. Returns a Result (see its docstring).
@@ -493,6 +500,8 @@ class FaceRestorer:
         photo.timings.setdefault("restore", 0.0)
         if len(restored) and looks_gray(pixels):
             restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
+        elif len(restored) and self.keep_tone and (tone := photo_tone(pixels)) is not None:
+            restored = tone.apply_change(restored, photo.crops)  # nor skin colours on a sepia print
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
         if self.aligned and self.upscale == 1 and np.array_equal(photo.matrices[0], IDENTITY_AFFINE):
             out = restored[0]  # the input is the model's crop
