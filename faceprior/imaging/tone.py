@@ -10,6 +10,7 @@ are handled by ``looks_gray`` / ``gray_as_rgb``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,6 +19,9 @@ import numpy as np
 from faceprior.imaging.pixels import from_float01, to_float01
 
 __all__ = ["Tone", "photo_tone"]
+
+#: pixels :func:`photo_tone` looks at, at most (about 50 ms for any photo size)
+MAX_SAMPLES = 250_000
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as rgb_to_gray
 
@@ -58,13 +62,16 @@ def photo_tone(pixels: np.ndarray, tolerance: float = 8 / 255, max_fraction: flo
                min_tint: float = 3 / 255, bins: int = 32) -> Optional[Tone]:
     """The tone of a toned monochrome photo, or None for a colour (or plain grey) photo.
 
-    pixels: [H, W, 3] RGB, uint8, uint16 or float in [0, 1]; every 4th row and column is looked at.
+    pixels: [H, W, 3] RGB, uint8, uint16 or float in [0, 1]; every 4th row and column is looked at,
+        or fewer, evenly spaced, so that at most about ``MAX_SAMPLES`` pixels are.
     The photo is toned when, after taking off the mean tint of its brightness (``bins`` luma
     bins), at most ``max_fraction`` of the pixels have channels further apart than ``tolerance``
     (the test of ``looks_gray``, with the tint taken off: JPEG chroma noise passes, a second hue
     does not), and its tint reaches ``min_tint`` somewhere (else it is grey).
     """
-    sample = to_float01(np.ascontiguousarray(np.asarray(pixels)[::4, ::4, :3])).reshape(-1, 3)
+    pixels = np.asarray(pixels)
+    step = max(4, math.ceil(math.sqrt(pixels.shape[0] * pixels.shape[1] / MAX_SAMPLES)))
+    sample = to_float01(np.ascontiguousarray(pixels[::step, ::step, :3])).reshape(-1, 3)
     if len(sample) < 64:
         return None
     luma = sample @ _LUMA
