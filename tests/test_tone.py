@@ -39,6 +39,8 @@ def test_a_sepia_print_is_toned_and_its_tint_is_measured():
     np.testing.assert_allclose(toned, _sepia(levels), atol=2.5 / 255)
     assert np.abs(tone.apply(grey_pixels) @ np.array([0.299, 0.587, 0.114]) - levels).max() < 1e-5  # luma kept
     assert photo_tone(_uint8(_cyanotype(grey))) is not None
+    noisy = _uint8(_sepia(grey)).astype(float) + rng.normal(0, 6, grey.shape + (3,))  # a print photographed
+    assert photo_tone(np.clip(np.rint(noisy), 0, 255).astype(np.uint8)) is not None
 
 
 def test_colour_grey_and_two_toned_photos_are_not_toned():
