@@ -136,7 +136,7 @@ def to_rgb_array(image: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
 
 def rgb_to_gray(pixels: np.ndarray) -> np.ndarray:
-    """[H, W, 3] RGB -> [H, W] grey (BT.601 luma), same dtype (integers rounded)."""
+    """[..., 3] RGB -> [...] grey (BT.601 luma), same dtype (integers rounded)."""
     gray = pixels.astype(np.float64) @ _LUMA_WEIGHTS
     if pixels.dtype.kind == "f":
         return gray.astype(pixels.dtype)

@@ -16,15 +16,12 @@ from typing import Optional
 
 import numpy as np
 
-from faceprior.imaging.pixels import dtype_max, from_float01, to_float01
+from faceprior.imaging.pixels import dtype_max, from_float01, rgb_to_gray, to_float01
 
 __all__ = ["Tone", "photo_tone"]
 
 #: block means :func:`photo_tone` looks at, at most
 MAX_SAMPLES = 250_000
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as rgb_to_gray
-
 
 @dataclass(frozen=True)
 class Tone:
@@ -43,7 +40,7 @@ class Tone:
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """[..., 3] RGB float32 in [0, 1] -> the same luma with the photo's tint, clipped to [0, 1]."""
-        luma = np.asarray(pixels, np.float32) @ _LUMA
+        luma = rgb_to_gray(np.asarray(pixels, np.float32))
         return np.clip(luma[..., None] + self.tint(luma), 0.0, 1.0)
 
     def apply_change(self, changed: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -80,7 +77,7 @@ def photo_tone(pixels: np.ndarray, tolerance: float = 8 / 255, max_fraction: flo
     sample = blocks.mean(axis=(1, 3), dtype=np.float32).reshape(-1, 3) / np.float32(dtype_max(pixels.dtype))
     if len(sample) < 64:
         return None
-    luma = sample @ _LUMA
+    luma = rgb_to_gray(sample)
     chroma = sample - luma[:, None]
     index = np.minimum((luma * bins).astype(np.int64), bins - 1)
     counts = np.bincount(index, minlength=bins)
