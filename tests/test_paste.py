@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from faceprior.face.align import align_face, warp_affine
-from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
+from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces, photo_edge_mask
 from faceprior.face.templates import FFHQ_TEMPLATE_512, scale_template
 from faceprior.imaging.resize import upscale_lanczos
 from faceprior.restoration.upsampling import LanczosUpsampler, NetworkUpsampler, Upsampler
@@ -61,6 +61,44 @@ def test_face_mask_profile():
     np.testing.assert_array_equal(mask, mask[::-1, ::-1])
     np.testing.assert_array_equal(mask, mask.T)
     assert (face_mask(64, erosion=0, feather=0) == 1).all()
+
+
+def test_photo_edge_mask_fades_only_towards_edges_inside_the_photo():
+    size = 128
+    _, inside = align_face(np.zeros((400, 400, 3)), landmarks_at(200, 200, 100, 0.3), out_size=size)
+    assert photo_edge_mask(size, face_to_image_matrix(inside), (400, 400)) is face_mask(size)
+    # the crop's top and left edges lie on the photo's edges, its bottom and right inside it
+    shifted = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    mask = photo_edge_mask(size, shifted, (300, 200))
+    np.testing.assert_array_equal(mask[0, :64], 1.0)      # top edge: restored up to the photo's edge
+    np.testing.assert_array_equal(mask[:64, 0], 1.0)      # left edge too
+    np.testing.assert_array_equal(mask[-1, 8:], 0.0)      # bottom and right: faded out as before
+    np.testing.assert_array_equal(mask[8:, -1], 0.0)      # (less where they meet the photo's edge)
+    np.testing.assert_array_equal(mask[64:, 64:], face_mask(size)[64:, 64:])
+    # an edge just inside the photo fades partly, a quarter of the eroded band inside fully
+    near = photo_edge_mask(size, np.array([[1.0, 0.0, 50.0], [0.0, 1.0, 0.8]]), (300, 400))
+    far = photo_edge_mask(size, np.array([[1.0, 0.0, 50.0], [0.0, 1.0, size / 80]]), (300, 400))
+    assert 0.0 < near[0, 64] < 1.0 and far[0, 64] == 0.0
+
+
+def test_a_face_cut_by_the_photos_edge_is_restored_up_to_it():
+    """White faces on black whose crops reach above the photo's top: the top row under the face
+    is the face, and away from that edge the paste is as smooth as anywhere."""
+    background = np.zeros((300, 300, 3), dtype=np.float32)
+    white = np.ones((256, 256, 3), np.float32)
+    _, level = align_face(background, landmarks_at(150, 97, 200), out_size=256)
+    to_image = face_to_image_matrix(level)
+    assert -5 < (to_image @ [0.0, -0.5, 1.0])[1] < -2  # the crop's top edge lies just above the photo
+    out = paste_faces(background, [(white, level)])
+    assert (out[0, 90:210, 0] > 1 - 1e-6).all()
+    assert (warp_affine(face_mask(256), to_image, (300, 300))[0, 90:210] == 0).all()  # face_mask: black
+    # tilted: the top edge crosses the photo's (above it on the left, inside on the right)
+    _, tilted = align_face(background, landmarks_at(150, 110, 200, 0.2), out_size=256)
+    gray = paste_faces(background, [(white, tilted)])[:, :, 0]
+    steepest = 1 / ((256 / 60) * (200 / 256) * np.sqrt(2 * np.pi))
+    assert np.abs(np.diff(gray[8:], axis=0)).max() < 1.2 * steepest
+    assert np.abs(np.diff(gray[8:], axis=1)).max() < 1.2 * steepest
+    assert gray[0, 80:110].min() > 1 - 1e-6 and gray[0, 140:].max() == 0.0  # restored to the edge, then faded
 
 
 # ---------------------------------------------------------------------------------------------

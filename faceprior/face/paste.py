@@ -60,6 +60,50 @@ def face_mask(out_size: int, erosion: Optional[float] = None, feather: Optional[
     return _MASK_CACHE[key]
 
 
+def photo_edge_mask(out_size: int, to_image: np.ndarray, photo_hw: Tuple[int, int],
+                    erosion: Optional[float] = None, feather: Optional[float] = None) -> np.ndarray:
+    """``face_mask(out_size)`` that fades out only towards the crop edges that lie inside the photo.
+
+    The fade hides the step between a restored crop and the unrestored photo around it. Where a
+    crop edge lies on or beyond the photo's edge (a close portrait, a face cut by the frame) there
+    is no photo beyond it to meet, and the face is restored up to the photo's edge instead of
+    leaving a degraded band there. Each edge's fade is weighted, point by point along it, by how far
+    inside the photo that point of the edge lies: not at all on or beyond the photo's edge, fully
+    from a quarter of the eroded band's width (in photo pixels) inside. With all four edges inside
+    the photo this is ``face_mask`` exactly.
+
+    out_size: S. to_image: [2, 3] map from crop pixels to photo pixels (``face_to_image_matrix``).
+    photo_hw: (H, W) of that photo. erosion, feather: as ``face_mask``.
+    Returns [S, S] float32 in [0, 1].
+    """
+    size = int(out_size)
+    erosion = size / 20.0 if erosion is None else float(erosion)
+    profile = _mask_profile(size, erosion, float(size / 60.0 if feather is None else feather))
+    centre = np.arange(size, dtype=np.float64)
+    near_start = np.where(centre < size / 2, profile, 1.0)  # the fade of the first edge alone
+    near_end = np.where(centre < size / 2, 1.0, profile)
+    fades = {"top": near_start[:, None], "bottom": near_end[:, None],
+             "left": near_start[None, :], "right": near_end[None, :]}
+    edge = {"top": (centre, np.full(size, -0.5)), "bottom": (centre, np.full(size, size - 0.5)),
+            "left": (np.full(size, -0.5), centre), "right": (np.full(size, size - 0.5), centre)}
+    height, width = photo_hw
+    scale = math.sqrt(abs(np.linalg.det(to_image[:, :2])))  # photo pixels per crop pixel
+    full_fade_at = max(erosion * scale / 4.0, 1.0)
+    openness = {}
+    for name, (x, y) in edge.items():
+        px = to_image[0, 0] * x + to_image[0, 1] * y + to_image[0, 2]
+        py = to_image[1, 0] * x + to_image[1, 1] * y + to_image[1, 2]
+        inside = np.minimum(np.minimum(px + 0.5, width - 0.5 - px), np.minimum(py + 0.5, height - 0.5 - py))
+        openness[name] = np.clip(inside / full_fade_at, 0.0, 1.0)
+    if all((value == 1).all() for value in openness.values()):
+        return face_mask(out_size, erosion, feather)
+    result = np.ones((size, size), np.float64)
+    for name, value in openness.items():
+        along = value[None, :] if name in ("top", "bottom") else value[:, None]
+        result *= 1.0 - along * (1.0 - fades[name])
+    return result.astype(np.float32)
+
+
 def face_to_image_matrix(align_matrix: np.ndarray, upscale: float = 1.0) -> np.ndarray:
     """[2, 3] map from aligned-face pixels to pixels of the photo upsampled by ``upscale``,
     given ``align_matrix`` [2, 3] (photo -> aligned face)."""
@@ -81,7 +125,8 @@ def paste_faces(
     faces: list of (restored_face [S, S, C] uint8/uint16/float in [0, 1], M_align [2, 3]
         mapping original-photo pixels to aligned-face pixels, as returned by align_face).
     masks: optional per-face [S, S] float masks in [0, 1] (e.g. from a face parser) replacing
-        the default ``face_mask(S)``; None entries use the default.
+        the default ``photo_edge_mask`` (``face_mask(S)``, not faded towards crop edges on or
+        beyond the photo's edge); None entries use the default.
     upscale: factor between the background and the photo the faces were aligned in.
     inputs: optional per-face aligned crops [S, S, C] the faces were restored from. Given, what
         is pasted is each face's *change*: within the mask the photo becomes
@@ -113,12 +158,13 @@ def paste_faces(
         size = face.shape[0]
         if face.ndim != 3 or face.shape[1] != size or face.shape[2] != channels:
             raise ValueError(f"face {index}: expected [S, S, {channels}], got shape {face.shape}")
+        to_image = face_to_image_matrix(align_matrix, upscale)
         mask = None if masks is None else masks[index]
-        mask = face_mask(size) if mask is None else np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
+        mask = photo_edge_mask(size, to_image, (height, width)) if mask is None else \
+            np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
         if mask.shape != (size, size):
             raise ValueError(f"mask {index}: expected [{size}, {size}], got shape {mask.shape}")
 
-        to_image = face_to_image_matrix(align_matrix, upscale)
         corners = np.array([[-0.5, -0.5, 1.0], [size - 0.5, -0.5, 1.0],
                             [-0.5, size - 0.5, 1.0], [size - 0.5, size - 0.5, 1.0]]) @ to_image.T
         x0 = max(int(math.floor(corners[:, 0].min())) - 1, 0)
