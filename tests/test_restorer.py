@@ -233,6 +233,42 @@ def test_a_sepia_photo_gets_sepia_faces(small_checkpoint):
     assert np.array_equal(kept.image, image)
 
 
+def test_a_sepia_video_scene_keeps_sepia_faces_where_a_frame_fails_the_test(small_checkpoint):
+    """A toned scene in which two frames carry a red title (photo_tone: not toned) keeps toned faces
+    on every frame: a majority of the scene's first frames decides. Frame by frame, the two switch."""
+    from faceprior.imaging.tone import photo_tone
+    from faceprior.imaging.video import VideoFrame
+    from faceprior.restoration.video import VideoRestorer
+
+    rng = np.random.default_rng(7)
+    grey = np.clip(np.linspace(0.05, 0.95, 400)[None, :] + rng.normal(0, 0.08, (300, 400)), 0, 1)
+    sepia = np.round(np.clip(np.stack([grey * 1.07 + 0.02, grey * 0.95 + 0.01, grey * 0.78], axis=-1), 0, 1) * 255)
+    plain = sepia.astype(np.uint8)
+    titled = plain.copy()
+    titled[250:290, 10:60] = (220, 30, 30)  # 1.7 % of the frame
+    frames = [plain, plain, titled, plain, titled, plain]
+    assert photo_tone(plain) is not None and photo_tone(titled) is None
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(_face_landmarks(200, 130, 60)[None]),
+                            weight=1.0)
+
+    def toned_faces(independent: bool, cuts: int = 0) -> list[bool]:
+        video = VideoRestorer(restorer, independent=independent)
+        out = [image.copy() for _, image, _ in video.run(VideoFrame(i, i, i / 25, pixels) for i, pixels in enumerate(frames))]
+        assert video.cuts == cuts and all(not np.array_equal(a[100:160], b[100:160]) for a, b in zip(out, frames))
+        for image in out:
+            image[250:290, 10:60] = plain[250:290, 10:60]  # the title away: is the rest one tone?
+        return [photo_tone(image) is not None for image in out]
+
+    assert toned_faces(independent=False) == [True] * 6
+    assert toned_faces(independent=True) == [True, True, False, True, False, True]
+    # a colour scene first: after the cut the sepia scene decides anew
+    colour = np.stack([grey, grey[:, ::-1], np.full_like(grey, 0.4)], axis=-1)
+    frames = [np.round(colour * 255).astype(np.uint8)] * 2 + [titled, plain, plain, titled, plain]
+    assert toned_faces(independent=False, cuts=1)[2:] == [True] * 5  # the first sepia frame is titled
+    frames = frames[:2] + [titled, plain, titled]
+    assert toned_faces(independent=False, cuts=1)[2:] == [False] * 3  # the scene is mostly not toned
+
+
 class CountingNetwork:
     """Wraps a network and records the batch size of every forward."""
 

@@ -33,7 +33,7 @@ from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array, to_uint8
 from faceprior.imaging.resize import upscale_lanczos
-from faceprior.imaging.tone import photo_tone
+from faceprior.imaging.tone import Tone, photo_tone
 from faceprior.inference.fast_cpu import is_gfpgan_family, optimize
 from faceprior.models.blend_estimator import centre_window
 from faceprior.models.descriptor import ModelDescriptor
@@ -239,6 +239,27 @@ class Face:
             "score": round(float(self.score), 4),
             "weight": None if self.weight is None else round(float(self.weight), 4),
         }
+
+
+@dataclass(frozen=True)
+class PhotoColour:
+    """What a photo's restored faces are made to match (:meth:`FaceRestorer.photo_colour`).
+
+    gray: the photo is black and white in content (``looks_gray``): the faces are made grey.
+    tone: the photo is a toned print (``photo_tone``): the faces' change gets its tint.
+    Neither: the model's colours are kept.
+    """
+
+    gray: bool = False
+    tone: Optional[Tone] = None
+
+    def apply(self, restored: np.ndarray, crops: np.ndarray) -> np.ndarray:
+        """Restored faces [N, S, S, 3] made to match, given the crops [N, S, S, 3] they came from."""
+        if self.gray:
+            return gray_as_rgb(restored)  # no colour invented on black-and-white photos
+        if self.tone is not None:
+            return self.tone.apply_change(restored, crops)  # nor skin colours on a sepia print
+        return restored
 
 
 @dataclass
@@ -492,16 +513,23 @@ class FaceRestorer:
                 photos[i].timings["restore"] = round(seconds * 1000.0 * count / sum(counts), 2)
         return [self.finish(photo, faces, w) for photo, faces, w in zip(photos, restored, weights)]
 
-    def finish(self, photo: PreparedPhoto, restored: np.ndarray, weights: np.ndarray) -> Result:
+    def photo_colour(self, pixels: np.ndarray) -> PhotoColour:
+        """Whether a photo [H, W, 3] is black and white, toned (with ``keep_tone``), or in colour."""
+        if looks_gray(pixels):
+            return PhotoColour(gray=True)
+        return PhotoColour(tone=photo_tone(pixels) if self.keep_tone else None)
+
+    def finish(self, photo: PreparedPhoto, restored: np.ndarray, weights: np.ndarray,
+               colour: Optional[PhotoColour] = None) -> Result:
         """Paste restored (blended) faces [N, S, S, 3] of a prepared photo into the (enlarged)
-        photo; ``weights`` [N]: the weight each was blended with (reported)."""
+        photo; ``weights`` [N]: the weight each was blended with (reported). ``colour``: what the
+        faces are made to match; None: :meth:`photo_colour` of this photo (a video passes its
+        scene's, so that the faces do not change colour from frame to frame)."""
         pixels, alpha = photo.pixels, photo.alpha
         watch = _Stopwatch(photo.timings)
         photo.timings.setdefault("restore", 0.0)
-        if len(restored) and looks_gray(pixels):
-            restored = gray_as_rgb(restored)  # no colour invented on black-and-white photos
-        elif len(restored) and self.keep_tone and (tone := photo_tone(pixels)) is not None:
-            restored = tone.apply_change(restored, photo.crops)  # nor skin colours on a sepia print
+        if len(restored):
+            restored = (self.photo_colour(pixels) if colour is None else colour).apply(restored, photo.crops)
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
         if self.aligned and self.upscale == 1 and np.array_equal(photo.matrices[0], IDENTITY_AFFINE):
             out = restored[0]  # the input is the model's crop

@@ -12,7 +12,8 @@ frames later. On the way:
    so the blend does not pump; the decoder noise is the stored one (the same on every frame); the
    model's output is averaged along the track in the aligned crop, damping the changes that noise
    causes while letting real motion through (``temporal``, ``motion_tolerance``);
-4. the faces are pasted back (only their change: see ``faceprior.face.paste``).
+4. the faces are pasted back (only their change: see ``faceprior.face.paste``), made grey or
+   toned as a majority of their scene's first frames decides (``FaceRestorer.photo_colour``).
 
 Memory holds ``radius + batch_frames`` frames, whatever the video's length.
 ``independent=True`` restores each frame on its own (no tracking, no smoothing), as per-frame tools
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -40,7 +41,7 @@ from faceprior.face.tracking import FaceTracker, colour_histogram, is_scene_cut
 from faceprior.imaging.io import write_image
 from faceprior.imaging.video import VideoError, VideoFrame, VideoTranscoder, probe_video, read_frames
 from faceprior.paths import atomic_write, move_into_place, remove_temporary, temporary_path
-from faceprior.restoration.restorer import FaceRestorer, Result, blend_faces
+from faceprior.restoration.restorer import FaceRestorer, PhotoColour, Result, blend_faces
 
 __all__ = ["VideoReport", "VideoRestorer", "preview_video", "restore_video_file"]
 
@@ -100,6 +101,10 @@ class VideoRestorer:
         self.batch_frames = max(1, int(batch_frames))
         self.track_weights: dict[int, float] = {}
         self.previous_histogram: Optional[np.ndarray] = None
+        self.scene = 0  # counts cuts and skipped stretches: frames between are one scene
+        self.frame_scenes: dict[int, int] = {}  # frame index -> scene, for frames observed, not yet restored
+        self.scene_colours: dict[int, PhotoColour] = {}
+        self.scene_votes: dict[int, list[PhotoColour]] = {}  # the first frames' own colours, per scene
         self.timings: dict[str, float] = {"detect": 0.0, "align": 0.0, "restore": 0.0, "paste": 0.0}
         self.faces = 0
         self.cuts = 0
@@ -117,8 +122,9 @@ class VideoRestorer:
             wanted = bool(restore(frame))
             if wanted:
                 self._observe(frame)
-            else:
+            elif self.previous_histogram is not None:
                 self.previous_histogram = None
+                self.scene += 1
             waiting.append(_Waiting(frame, wanted))
             newest = frame.index
             while waiting and waiting[0].frame.index <= newest - self.radius:
@@ -139,7 +145,12 @@ class VideoRestorer:
         self.previous_histogram = histogram
         if cut:
             self.cuts += 1
+            self.scene += 1
             self.track_weights.clear()
+        self.frame_scenes[frame.index] = self.scene
+        votes = self.scene_votes.setdefault(self.scene, [])
+        if not self.independent and self.scene not in self.scene_colours and len(votes) <= self.radius:
+            votes.append(self.restorer.photo_colour(frame.pixels))
         boxes, scores, landmarks = self.restorer.detect(frame.pixels)
         self.tracker.update(frame.index, boxes, landmarks, scores, cut=cut)
         self.timings["detect"] += time.perf_counter() - start
@@ -176,10 +187,30 @@ class VideoRestorer:
             blended = blend_faces(photo.crops, steady, chosen)
             offset += count
             start = time.perf_counter()
-            result = restorer.finish(photo, blended, chosen)
+            result = restorer.finish(photo, blended, chosen, colour=self._scene_colour(item.frame))
             self.timings["paste"] += time.perf_counter() - start
             self.faces += count
             yield item.frame, result.image, result
+
+    def _scene_colour(self, frame: VideoFrame) -> Optional[PhotoColour]:
+        """Whether the faces of a frame's scene are made grey, toned or left in colour, decided once
+        per scene by a majority of its first ``radius + 1`` frames' own colours (those seen when its
+        first frame is restored), so that they do not switch from frame to frame where a frame of a
+        black-and-white or sepia scene fails the test (a coloured title, noise). None (each frame
+        decides) for ``independent``."""
+        scene = self.frame_scenes.pop(frame.index, self.scene)
+        if self.independent:
+            return None
+        if scene not in self.scene_colours:
+            for old in [s for s in self.scene_colours if s < scene]:
+                del self.scene_colours[old]
+            votes = self.scene_votes.pop(scene, None) or [self.restorer.photo_colour(frame.pixels)]
+            kinds = ["gray" if vote.gray else "tone" if vote.tone is not None else "colour" for vote in votes]
+            winner = Counter(kinds).most_common(1)[0][0]
+            self.scene_colours[scene] = votes[kinds.index(winner)]
+        for old in [s for s in self.scene_votes if s < scene]:
+            del self.scene_votes[old]
+        return self.scene_colours[scene]
 
     def _smooth_weights(self, ids: list[int], weights: np.ndarray) -> np.ndarray:
         """Along each track: w_t = w_{t-1} + factor * (estimate_t - w_{t-1}) (weight="auto" only)."""
