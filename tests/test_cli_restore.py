@@ -140,6 +140,27 @@ def test_huge_image_is_refused_before_decoding(tmp_path, small_checkpoint, capsy
     assert code == 1 and "big.png" in err and (tmp_path / "o" / "ok.png").is_file()
 
 
+def test_sepia_photos_keep_their_tone_unless_told(tmp_path, small_checkpoint, capsys):
+    from faceprior.face.mtcnn import MTCNNWeightsError, mtcnn_weights_dir
+    from faceprior.imaging.pixels import rgb_to_gray
+    from faceprior.imaging.tone import photo_tone
+
+    try:
+        mtcnn_weights_dir()
+    except MTCNNWeightsError as error:
+        pytest.skip(f"MTCNN weights unavailable: {error}")
+    luma = rgb_to_gray(read_image(REPO / "examples" / "astronaut.png").pixels.astype(np.float32) / 255)
+    sepia = np.stack([luma * 1.07 + 0.02, luma * 0.95 + 0.01, luma * 0.78], axis=-1)
+    Image.fromarray(np.round(np.clip(sepia, 0, 1) * 255).astype(np.uint8)).save(tmp_path / "sepia.png")
+    toned = {}
+    for flag in ("--keep-tone", "--no-keep-tone"):
+        out = tmp_path / flag
+        assert main(["restore", str(tmp_path / "sepia.png"), "-o", str(out), "--model", small_checkpoint,
+                     "--weight", "1", flag]) == 0, capsys.readouterr().err
+        toned[flag] = photo_tone(read_image(out / "sepia.png").pixels) is not None
+    assert toned == {"--keep-tone": True, "--no-keep-tone": False}
+
+
 @pytest.mark.slow
 def test_whole_photo_with_the_default_detector(tmp_path, small_checkpoint, capsys):
     """The bundled example photo: MTCNN finds the face, the output keeps size and format."""

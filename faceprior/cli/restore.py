@@ -84,6 +84,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="blend of restored and input face: auto (default) chooses per face, from 0 for a face that "
                         "is sharp already to near 1 for one the model helps a lot; a number W forces it: 1 = restored "
                         "face, 0 = input face")
+    parser.add_argument("--keep-tone", action=argparse.BooleanOptionalAction, default=True,
+                        help="on a toned photo (sepia, cyanotype, a tinted black-and-white scan) give the restored faces "
+                        "the photo's tone (default); --no-keep-tone keeps the model's colours. Black-and-white photos "
+                        "always get grey faces")
     parser.add_argument("--fidelity", type=float, default=None, metavar="F",
                         help="models with a fidelity control (CodeFormer's w): 0 = most generative, 1 = closest to "
                         "the input (default: the model's, 0.5 for CodeFormer)")
@@ -133,7 +137,7 @@ def restorer_options(args: argparse.Namespace) -> dict:
         min_face=args.min_face, max_faces=args.max_faces, faces=args.faces, batch_size=args.batch_size, seed=args.seed,
         device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
         face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
-        template=None if args.aligned else args.template, fidelity=args.fidelity)
+        template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone)
 
 
 def run_restore(args: argparse.Namespace) -> int:
