@@ -116,6 +116,19 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path, faces, boxes)
     assert (Path(straight.train.out_dir) / "samples" / "val_00000004.png").is_file()
 
 
+def test_a_run_out_of_minutes_stops_with_a_checkpoint_and_resumes(tmp_path, faces):
+    """--minutes: the iteration that ends past the time stops the run with a checkpoint (here the
+    first: 0 minutes); the run resumes from it and finishes normally."""
+    config = tiny_config(tmp_path, faces, "timed", train__total_iter=3, train__save_every=10, train__val_every=0,
+                         train__log_every=10, losses__identity=0.0)
+    first = train(config, minutes=0.0)
+    assert first["iteration"] == 1 and [i for i, _ in list_checkpoints(config.train.out_dir)] == [1]
+    assert [r["iter"] for r in read_metrics(Path(config.train.out_dir) / "metrics.jsonl", kind="train")] == [1]
+    second = train(config, minutes=60.0)
+    assert second["resumed_from"] == 1 and second["iteration"] == 3
+    assert [i for i, _ in list_checkpoints(config.train.out_dir)][-1] == 3
+
+
 # ----------------------------------------------------------------------------------------------
 # (b) data parallel == one process with the global batch
 

@@ -33,13 +33,16 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-resume", action="store_true", help="refuse an out_dir that already holds checkpoints")
     parser.add_argument("--stop-at", type=int, default=None, metavar="ITER",
                         help="stop after iteration ITER (a checkpoint is written; the schedule keeps train.total_iter)")
+    parser.add_argument("--minutes", type=float, default=None, metavar="M",
+                        help="stop after the first iteration that ends M minutes after training began (a checkpoint "
+                        "is written; run again to resume), e.g. on a machine lent for a fixed time")
     parser.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=args.set)
     train = train_gfpgan.train if config.task == "gfpgan" else train_stylegan2.train
-    result = train(config, resume=not args.no_resume, stop_at=args.stop_at)
+    result = train(config, resume=not args.no_resume, stop_at=args.stop_at, minutes=args.minutes)
     print(f"faceprior: trained to iteration {result['iteration']} in {result['out_dir']}", file=sys.stderr)
     return 0
 

@@ -367,7 +367,8 @@ def _format_scalars(scalars: Mapping[str, float]) -> str:
 
 
 def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
-                 stop_at: Optional[int] = None, ctx: Optional[DistributedContext] = None) -> dict:
+                 stop_at: Optional[int] = None, ctx: Optional[DistributedContext] = None,
+                 minutes: Optional[float] = None) -> dict:
     """Train ``config`` with ``trainer_class`` (a :class:`TrainerBase` subclass).
 
     Args:
@@ -375,6 +376,10 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
             False, an out_dir that already holds checkpoints is refused (ResumeError).
         stop_at: stop after this iteration (a checkpoint is written), e.g. to split a run in
             chunks; the schedule still follows ``train.total_iter``.
+        minutes: also stop (the same way) after the first iteration that ends this many minutes
+            after training began, validation and saving included: a run on a machine lent for a
+            fixed time ends with a checkpoint to resume from, whatever its speed. All processes
+            stop at the same iteration.
         ctx: a process context (default: from torchrun's environment, see ``setup_distributed``).
     Returns:
         {"iteration": last iteration done, "out_dir": path, "resumed_from": iteration or 0}.
@@ -413,6 +418,7 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
 
         end = run.total_iter if stop_at is None else min(run.total_iter, stop_at)
         run_start, run_start_iteration = time.monotonic(), start
+        deadline = None if minutes is None else run_start + 60.0 * minutes
         if start == 0 and run.val_every > 0:
             _validate(trainer, 0)
 
@@ -431,6 +437,10 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
                 torch.cuda.synchronize(ctx.device)
             window += 1
             window_seconds += time.perf_counter() - step_start
+            out_of_time = deadline is not None and reduce_mean(
+                {"late": torch.tensor(float(time.monotonic() >= deadline))}, ctx)["late"] > 0
+            if out_of_time:
+                end = iteration
 
             if iteration % run.log_every == 0 or iteration == end:
                 means = reduce_mean({name: total / window for name, total in sums.items()}, ctx)
@@ -455,6 +465,10 @@ def run_training(trainer_class: type, config: TrainConfig, resume: bool = True,
 
             if iteration % run.save_every == 0 or iteration == end:
                 _save_checkpoint(trainer, stream, iteration)
+            if out_of_time:
+                log.info(f"stopped after {format_duration(time.monotonic() - run_start)} (--minutes {minutes:g}) at "
+                         f"iteration {iteration}; run again to resume")
+                break
         return {"iteration": iteration, "out_dir": str(out_dir), "resumed_from": start}
     finally:
         log.close()

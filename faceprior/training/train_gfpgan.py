@@ -408,8 +408,9 @@ class GFPGANTrainer(TrainerBase):
         self.log.log_image("val", iteration, image_grid(rows))
 
 
-def train(config: TrainConfig, resume: bool = True, stop_at: Optional[int] = None) -> dict:
+def train(config: TrainConfig, resume: bool = True, stop_at: Optional[int] = None,
+          minutes: Optional[float] = None) -> dict:
     """Train GFP-GAN with ``config`` (``task: gfpgan``); see :func:`faceprior.training.loop.run_training`."""
     if config.task != "gfpgan":
         raise ConfigError(f"{config.source}: task is {config.task!r}; train_gfpgan trains task gfpgan")
-    return run_training(GFPGANTrainer, config, resume=resume, stop_at=stop_at)
+    return run_training(GFPGANTrainer, config, resume=resume, stop_at=stop_at, minutes=minutes)

@@ -218,11 +218,12 @@ class StyleGAN2Trainer(TrainerBase):
         self.log.log_image("samples", iteration, grid)
 
 
-def train(config: TrainConfig, resume: bool = True, stop_at: Optional[int] = None) -> dict:
+def train(config: TrainConfig, resume: bool = True, stop_at: Optional[int] = None,
+          minutes: Optional[float] = None) -> dict:
     """Train the StyleGAN2 prior with ``config`` (``task: stylegan2``); see ``run_training``."""
     if config.task != "stylegan2":
         raise ConfigError(f"{config.source}: task is {config.task!r}; train_stylegan2 trains task stylegan2")
-    return run_training(StyleGAN2Trainer, config, resume=resume, stop_at=stop_at)
+    return run_training(StyleGAN2Trainer, config, resume=resume, stop_at=stop_at, minutes=minutes)
 
 
 def load_generator_for_sampling(path: Union[str, Path]) -> nn.Module:
