@@ -136,3 +136,32 @@ def test_training_with_the_dlib_identity_loss(tmp_path, dlib_files):
     logs = trainer.train_step(1, batch)
     assert torch.isfinite(logs["l_identity"]) and logs["l_identity"] > 0
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.net_g.parameters()))
+
+
+def test_the_identity_loss_from_given_weights_and_box_needs_no_dlib(tmp_path, dlib_files, monkeypatch):
+    """model.dlib_resnet (a float16 .safetensors of the network) and model.dlib_chip_box: the
+    trainer builds the loss without the dlib package (as on a machine that cannot install it)."""
+    from train_helpers import make_face_folder, tiny_config
+
+    from faceprior.training import train_gfpgan
+    from faceprior.training.distributed import DistributedContext
+    from faceprior.training.logging import NullLogger
+    from faceprior.weights.safetensors import save_safetensors
+
+    state = read_dlib_resnet_parameters(dlib_files[0])
+    weights = tmp_path / "dlib_resnet.safetensors"
+    save_safetensors({name: tensor.half() for name, tensor in state.items()}, weights)
+
+    def no_dlib():
+        raise AssertionError("load_dlib_identity was called")
+
+    monkeypatch.setattr(train_gfpgan, "load_dlib_identity", no_dlib)
+    config = tiny_config(tmp_path, make_face_folder(tmp_path / "faces"), model__identity_net="dlib",
+                         model__dlib_resnet=str(weights), model__dlib_chip_box=[3.0, 5.0, 28.0, 30.0],
+                         losses__identity=1.0, losses__perceptual=0.0, losses__style=0.0,
+                         losses__component_gan=0.0, losses__component_style=0.0)
+    trainer = train_gfpgan.GFPGANTrainer(config, DistributedContext(), NullLogger())
+    assert trainer.dlib_identity.box == (3.0, 5.0, 28.0, 30.0)
+    loaded = trainer.dlib_identity.net.state_dict()
+    for name, tensor in state.items():
+        assert torch.equal(loaded[name], tensor.half().float()), name

@@ -199,9 +199,16 @@ def read_dlib_resnet_parameters(path: str | os.PathLike) -> dict[str, torch.Tens
 
 
 def load_dlib_face_resnet(path: str | os.PathLike) -> DlibFaceResNet:
-    """:class:`DlibFaceResNet` with the weights of a ``.dat`` file, in eval mode, parameters frozen."""
+    """:class:`DlibFaceResNet` with the weights of a ``.dat`` file (dlib's) or of a ``.safetensors``
+    state dict (read as float32), in eval mode, parameters frozen."""
     model = DlibFaceResNet()
-    model.load_state_dict(read_dlib_resnet_parameters(path), strict=True)
+    if str(path).endswith(".safetensors"):
+        from faceprior.weights.safetensors import load_safetensors
+
+        state = {name: tensor.float() for name, tensor in load_safetensors(path).items()}
+    else:
+        state = read_dlib_resnet_parameters(path)
+    model.load_state_dict(state, strict=True)
     for param in model.parameters():
         param.requires_grad_(False)
     return model.eval()

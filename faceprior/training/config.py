@@ -110,6 +110,14 @@ class ModelConfig:
             ``arcface``) or ``dlib`` (dlib's face-recognition ResNet from the installed
             ``face-recognition-models`` package, read by :mod:`faceprior.models.dlib_resnet`: the
             offline replacement; distance of :class:`faceprior.training.losses.DlibIdentityLoss`).
+        dlib_resnet: with ``identity_net: dlib``, the weights of dlib's face-recognition ResNet:
+            a ``.dat`` file or a ``.safetensors`` state dict of ``DlibFaceResNet`` (null: the
+            ``.dat`` of the installed ``face-recognition-models`` package).
+        dlib_chip_box: with ``identity_net: dlib``, the (left, top, right, bottom) box of dlib's
+            recognition chip in pixels of ``data.size`` (null: measured with dlib's detector on the
+            first training faces, which needs the ``dlib`` package). Given with ``dlib_resnet``,
+            the identity loss needs neither ``dlib`` nor ``face-recognition-models`` (on a machine
+            that cannot install them).
         arcface: ArcFace weights for the identity loss (``arcface_resnet18.pth``).
         random_arcface: allow a randomly initialised ArcFace when ``arcface`` is not given (the
             identity loss then only constrains the output to a random feature space: a warning
@@ -131,6 +139,8 @@ class ModelConfig:
     pretrained_d_right_eye: Optional[str] = None
     pretrained_d_mouth: Optional[str] = None
     identity_net: str = "arcface"
+    dlib_resnet: Optional[str] = None
+    dlib_chip_box: Optional[tuple[float, float, float, float]] = None
     arcface: Optional[str] = None
     random_arcface: bool = False
     vgg: Optional[str] = None
@@ -500,6 +510,9 @@ def _validate(config: TrainConfig) -> None:
         fail("model.kwargs.out_size", f"must equal data.size ({config.data.size}), got {out_size!r}")
     if model.identity_net not in IDENTITY_NETS:
         fail("model.identity_net", f"must be one of {', '.join(IDENTITY_NETS)}, got {model.identity_net!r}")
+    box = model.dlib_chip_box
+    if box is not None and not (box[2] > box[0] and box[3] > box[1]):
+        fail("model.dlib_chip_box", f"must be [left, top, right, bottom] with right > left and bottom > top, got {list(box)}")
     if model.train_only_input_gate and not (config.task == "gfpgan" and model.kwargs.get("input_gate")):
         fail("model.train_only_input_gate", "needs a GFP-GAN generator with an input gate (model.kwargs.input_gate)")
     if model.train_only_input_gate and config.optim.lr_input_gate is not None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -118,6 +118,31 @@ def _uint8_to_model(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 # training faces on which the dlib identity loss finds its chip box (see _build_dlib_identity)
 DLIB_CHIP_PROBE_IMAGES = 256
 DLIB_CHIP_PROBE_SIZE = 256  # faces are looked at this size (dlib's detector misses small faces)
+
+
+def measure_dlib_chip_box(folder: Path, size: int, dlib_identity: Any) -> list[float]:
+    """Where dlib cuts its recognition chip on faces of a training folder's framing: the median of
+    ``dlib_identity.chip_box`` (a ``faceprior.metrics.identity.DlibIdentity``) on the folder's first
+    ``DLIB_CHIP_PROBE_IMAGES`` faces (sorted) where dlib's detector finds one, looked at 256 px and
+    padded by a quarter (tight crops defeat the detector), centred horizontally (flipped faces get
+    the same chip). Returns [left, top, right, bottom] in pixels of ``size``; ValueError when dlib
+    finds fewer than 8 faces."""
+    probe = DLIB_CHIP_PROBE_SIZE
+    pad = probe // 4
+    boxes = []
+    probed = list_image_files(folder)[:DLIB_CHIP_PROBE_IMAGES]
+    for path in probed:
+        image = from_float01(resize_bicubic(read_float_image(path), probe, probe), np.uint8)
+        box = dlib_identity.chip_box(np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+        if box is not None:
+            boxes.append([v - pad for v in box])
+    if len(boxes) < 8:
+        raise ValueError(f"dlib found a face in only {len(boxes)} of the first {len(probed)} training images of "
+                         f"{folder}; need 8")
+    # median box at the probe size -> pixels of the training size (pixel centres scale)
+    left, top, right, bottom = ((float(v) + 0.5) * size / probe - 0.5 for v in np.median(np.asarray(boxes), axis=0))
+    left = (left + (size - 1 - right)) / 2
+    return [left, top, size - 1 - left, bottom]
 
 
 class GFPGANTrainer(TrainerBase):
@@ -237,36 +262,33 @@ class GFPGANTrainer(TrainerBase):
         return arcface
 
     def _build_dlib_identity(self, weight: float) -> DlibIdentityLoss:
-        """dlib's face-recognition ResNet and the chip box of this data's framing: the median of
-        dlib's own chip boxes (``DlibIdentity.chip_box``) on the first training faces where its
-        detector finds a face (at 256 px, padded by a quarter: tight crops defeat the detector),
-        scaled to the training size."""
+        """dlib's face-recognition ResNet (``model.dlib_resnet``, else the installed package's) and
+        the chip box of this data's framing (``model.dlib_chip_box``, else the median of dlib's own
+        chip boxes, ``DlibIdentity.chip_box``, on the first training faces where its detector finds
+        a face: at 256 px, padded by a quarter, as tight crops defeat the detector; scaled to the
+        training size)."""
         config = self.config
-        try:
-            dlib_identity = load_dlib_identity()
-        except MetricUnavailable as error:
-            raise ConfigError(f"{config.source}: model.identity_net: dlib: {error}") from None
-        size, probe = config.data.size, DLIB_CHIP_PROBE_SIZE
-        pad = probe // 4
-        boxes = []
-        probed = list_image_files(Path(config.data.train))[:DLIB_CHIP_PROBE_IMAGES]
-        for path in probed:
-            image = from_float01(resize_bicubic(read_float_image(path), probe, probe), np.uint8)
-            box = dlib_identity.chip_box(np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
-            if box is not None:
-                boxes.append([v - pad for v in box])
-        if len(boxes) < 8:
-            raise ConfigError(f"{config.source}: model.identity_net: dlib: dlib found a face in only {len(boxes)} of the "
-                              f"first {len(probed)} training images of {config.data.train}; need 8")
-        # median box at the probe size -> pixels of the training size (pixel centres scale)
-        left, top, right, bottom = ((float(v) + 0.5) * size / probe - 0.5 for v in np.median(np.asarray(boxes), axis=0))
-        # centred horizontally, so that flipped faces get the same chip
-        left = (left + (size - 1 - right)) / 2
-        box = [left, top, size - 1 - left, bottom]
-        recognition_model = dlib_identity.recognition_model_path
+        model = config.model
+        dlib_identity = None
+        if model.dlib_chip_box is None or model.dlib_resnet is None:
+            try:
+                dlib_identity = load_dlib_identity()
+            except MetricUnavailable as error:
+                raise ConfigError(f"{config.source}: model.identity_net: dlib: {error} (or give model.dlib_resnet "
+                                  "and model.dlib_chip_box)") from None
+        recognition_model = Path(model.dlib_resnet) if model.dlib_resnet else dlib_identity.recognition_model_path
+        if model.dlib_chip_box is not None:
+            box, source = [float(v) for v in model.dlib_chip_box], "model.dlib_chip_box"
+        else:
+            try:
+                box = measure_dlib_chip_box(Path(config.data.train), config.data.size, dlib_identity)
+            except ValueError as error:
+                raise ConfigError(f"{config.source}: model.identity_net: dlib: {error}") from None
+            source = f"the first {DLIB_CHIP_PROBE_IMAGES} training faces"
         self.log.info(f"identity loss: dlib face-recognition ResNet ({recognition_model.name}), chip box "
-                      f"({', '.join(f'{v:.1f}' for v in box)}) at {size} px from {len(boxes)} training faces")
+                      f"({', '.join(f'{v:.1f}' for v in box)}) at {config.data.size} px from {source}")
         return DlibIdentityLoss(load_dlib_face_resnet(recognition_model), box, weight)
+
 
     def _build_vgg(self) -> VGG19Features:
         model = self.config.model
