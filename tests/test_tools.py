@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,40 @@ def test_component_d_check_trains_a_discriminator_on_eye_crops(tmp_path):
     missing = subprocess.run([sys.executable, script, str(tmp_path / "nope")], capture_output=True, text=True,
                              timeout=300)
     assert missing.returncode == 1 and missing.stderr.strip() == f"{tmp_path / 'nope'}: not a folder"
+
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+def test_the_gpu_recipe_rehearses_on_the_cpu(tmp_path):
+    """tools/pack_gpu_recipe.py packs a few faces, dlib's ResNet and the boxes; tools/gpu_default_model.py
+    checks the pack, makes the warm start, trains one iteration (--minutes 0) of
+    configs/gfpgan_clean_256_gpu.yaml at tiny scale on the CPU and returns a generator of the
+    bundled model's architecture; a second call resumes."""
+    pytest.importorskip("dlib", reason="the identity loss's chip box needs dlib: pip install 'faceprior[eval]'")
+    if not (SHARED / "faces-train-256").is_dir():
+        pytest.skip(f"needs the face photos in {SHARED}")
+    pack, out = tmp_path / "pack", tmp_path / "out"
+    packed = subprocess.run([sys.executable, str(REPO / "tools" / "pack_gpu_recipe.py"), "--count", "6", "--out", str(pack)],
+                            capture_output=True, text=True, timeout=600)
+    assert packed.returncode == 0, packed.stdout + packed.stderr
+    assert len(list((pack / "faces").iterdir())) == 6 and len(list((pack / "val").iterdir())) == 40
+    overrides = {"data.train": pack / "faces", "data.val": pack / "val", "data.component_boxes": pack / "components.json",
+                 "model.pretrained": pack / "start" / "net_g.pth", "model.dlib_resnet": pack / "dlib_resnet.safetensors",
+                 "train.out_dir": pack / "run", "train.device": "cpu", "data.batch_size": 2, "data.num_workers": 0,
+                 "data.val_count": 2, "data.val_batch_size": 2, "train.val_every": 0, "train.num_threads": 2}
+    command = [sys.executable, str(REPO / "tools" / "gpu_default_model.py"), "--minutes", "0", "--pack", str(pack)]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    runs = [subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OUT": str(out)})
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stdout + runs[-1].stderr
+    assert "iteration 1 (resumed from 0)" in runs[0].stdout and "iteration 2 (resumed from 1)" in runs[1].stdout
+    model = GFPGANv1Clean(out_size=256, num_style_feat=64, channel_multiplier=1, num_mlp=4, input_is_latent=True,
+                          different_w=True, narrow=0.25, sft_half=True, input_gate=True)
+    load_state_dict_strict(model, read_state_dict(out / "faceprior-256-gpu.safetensors"))
+    assert {p.name for p in out.iterdir()} == {"faceprior-256-gpu.safetensors", "metrics.jsonl", "environment.txt"}
+    (pack / "faces" / sorted(p.name for p in (pack / "faces").iterdir())[0]).write_bytes(b"broken")
+    broken = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OUT": str(out)})
+    assert broken.returncode != 0 and "not as packed" in broken.stderr
