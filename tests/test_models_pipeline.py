@@ -116,13 +116,15 @@ class _CachedDetector:
 
 
 def _inside_some_crop(result, height: int, width: int, size: int) -> np.ndarray:
-    """[H, W] bool: pixels whose centre lies inside the aligned crop of some face."""
+    """[H, W] bool: pixels whose centre lies inside the aligned crop of some face, or within a photo
+    pixel of it (a crop edge the paste does not fade, at the photo's edge, reaches that far)."""
     ys, xs = np.mgrid[0:height, 0:width]
     points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], axis=0)
     inside = np.zeros(xs.size, dtype=bool)
     for face in result.faces:
         u, v = face.affine @ points  # photo -> crop pixels
-        inside |= (u > -1) & (u < size) & (v > -1) & (v < size)
+        slack = max(1.0, float(np.sqrt(abs(np.linalg.det(face.affine[:, :2])))))  # crop pixels per photo pixel
+        inside |= (u > -0.5 - slack) & (u < size - 0.5 + slack) & (v > -0.5 - slack) & (v < size - 0.5 + slack)
     return inside.reshape(height, width)
 
 

@@ -182,8 +182,8 @@ def test_make_parsing_masker_fetches_facexlib_parsenet(tmp_path, monkeypatch):
 
 
 def test_restorer_pastes_with_the_face_masker(small_checkpoint, monkeypatch):
-    image = np.random.default_rng(2).integers(0, 256, (160, 180, 3), dtype=np.uint8)
-    detector = OneFaceDetector(90, 80)
+    image = np.random.default_rng(2).integers(0, 256, (260, 280, 3), dtype=np.uint8)
+    detector = OneFaceDetector(140, 130)  # the crop (about 160 px) inside the photo: the default mask is face_mask
     seen = []
 
     def nothing(faces):
