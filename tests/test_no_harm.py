@@ -58,7 +58,7 @@ def test_aligned_faces_are_reframed_for_a_model_of_another_framing(small_checkpo
     face = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
     restorer = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0)
     result = restorer.restore(face)
-    assert result.image.shape == face.shape
+    assert result.image.shape == face.shape and result.faces[0].surroundings_weight is None
     matrix = estimate_similarity(named_template("ffhq", 300), named_template("celeba-hq", 128))
     np.testing.assert_allclose(result.faces[0].affine, matrix, atol=1e-4)  # landmarks held as float32
     np.testing.assert_array_equal(result.faces[0].aligned,
@@ -67,9 +67,15 @@ def test_aligned_faces_are_reframed_for_a_model_of_another_framing(small_checkpo
     assert 0.2 < outside.mean() < 0.9
     np.testing.assert_array_equal(result.image[outside], face[outside])
     assert (result.image[~outside] != face[~outside]).any()
-    # the same face declared to be in the model's framing goes in as it is (scaled)
+    # with its surroundings: the whole FFHQ crop, i.e. the whole image, is restored too
+    around = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0,
+                          surroundings=True).restore(face)
+    assert around.faces[0].surroundings_weight == 1.0
+    assert (around.image[outside] != face[outside]).mean() > 0.5
+    # the same face declared to be in the model's framing goes in as it is (scaled), no surroundings
     as_model = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="model", weight=1.0).restore(face)
     assert not np.array_equal(as_model.faces[0].aligned, result.faces[0].aligned)
+    assert as_model.faces[0].surroundings_weight is None
 
 
 def test_restore_aligned_command_returns_input_sizes(small_checkpoint, tmp_path, capsys):
@@ -221,3 +227,29 @@ def test_edge_margin_detector_pads_small_photos_and_shifts_coordinates_back():
     large = np.zeros((2001, 2001, 3), np.uint8)  # above MAX_MARGIN_PIXELS: no padded copy
     boxes, _, _ = detector.detect_arrays(large)
     assert seen[-1].shape == large.shape and boxes[0, 0] == 10
+
+
+def test_surroundings_keep_the_photos_colours_and_a_face_left_alone_leaves_the_photo(small_checkpoint):
+    from faceprior.restoration.restorer import without_colour_change
+
+    rng = np.random.default_rng(3)
+    crops = rng.integers(60, 180, (2, 64, 64, 3)).astype(np.uint8)
+    detail = rng.normal(0, 6, crops.shape)
+    changed = np.clip(crops + detail + [20, -10, 5] + 8, 0, 255).round().astype(np.uint8)  # a cast, brighter, detail
+    out = without_colour_change(changed, crops).astype(float)
+    change = out - crops
+    assert np.abs(change.mean(axis=(1, 2)) - 8.0).max() < 1.0  # the cast is gone, the brightness change stays
+    assert np.corrcoef((change - change.mean(axis=(1, 2), keepdims=True)).ravel(), detail.ravel())[0, 1] > 0.9
+    # a photo, a face whose crop is inside it: surroundings reach past the face's own paste
+    photo = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    from test_restorer import FixedDetector, _face_landmarks
+
+    detector = FixedDetector(_face_landmarks(200, 190, 50)[None])
+    kept = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=0.0,
+                        surroundings=True).restore(photo)
+    np.testing.assert_array_equal(kept.image, photo)
+    alone = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=1.0).restore(photo)
+    both = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=1.0,
+                        surroundings=True).restore(photo)
+    assert both.faces[0].surroundings_weight == 1.0 and alone.faces[0].surroundings_weight is None
+    assert np.any(both.image != photo, axis=2).sum() > 1.5 * np.any(alone.image != photo, axis=2).sum()

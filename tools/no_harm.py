@@ -13,7 +13,7 @@ and the gain. The identity metric is dlib's face descriptor distance (offline; <
 Per face, the weight the restorer chose is summarised (``--weight auto``).
 
     .venv/bin/python tools/no_harm.py [--weight auto|W] [--model NAME|PATH] [--sets sharp-512,lq-512,...]
-        [--sample N] [--work DIR]
+        [--sample N] [--surroundings] [--work DIR]
 
 Test sets are made once in --work (default ~/.cache/faceprior/no-harm), outside the repository.
 """
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--sample", type=int, default=None, help="evenly spaced images per set")
+    parser.add_argument("--surroundings", action="store_true", help="also restore each face's surroundings (faceprior restore --surroundings)")
     parser.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
                         help="dlib identity distance on the LQ sets (needs dlib-bin)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("FACEPRIOR_HOME", Path.home() / ".cache" / "faceprior")) / "no-harm")
@@ -71,8 +72,9 @@ def main() -> None:
     if not (DATA / "README.md").is_file():
         raise SystemExit(f"needs the face photos in {DATA}")
     weight = args.weight if args.weight == "auto" else float(args.weight)
-    restorer = FaceRestorer(model=args.model, weight=weight)
-    print(f"model {restorer.choice.name}, weight {args.weight}, {restorer.precision_note}")
+    restorer = FaceRestorer(model=args.model, weight=weight, surroundings=args.surroundings)
+    print(f"model {restorer.choice.name}, weight {args.weight}, {restorer.precision_note}"
+          + (", surroundings restored" if restorer.surroundings_template is not None else ""))
     identity = None
     if args.identity:
         try:

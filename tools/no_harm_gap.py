@@ -12,12 +12,12 @@ defaults, three ways, each printed as the mean per-photo PSNR gain over the inpu
                   only meaningful where the photos are in the model's framing (lq-256 for
                   faceprior-256): the model's own gain, without detection, alignment or paste
 
-and with --tried, two ways that were tried and not adopted (docs/no_harm.md):
+and with --tried, two ways that are not the default (docs/no_harm.md):
 
   re-detected     the faces detected again on the restored photo, restored again from the input
-                  with those landmarks (better landmarks for twice the time)
-  wider pass      each face also restored in an FFHQ framing (wider than the model's), blended with
-                  the estimator's weight for that crop and pasted under the face (the surroundings)
+                  with those landmarks (better landmarks for twice the time; not adopted)
+  surroundings    `faceprior restore --surroundings`: each face's FFHQ-framed surroundings restored
+                  too, under the face (an option, off by default)
 
 and where the pipeline's pixels are: the share of the photo's area that the paste masks cover fully
 (alpha 1), partly, or not at all, with each region's share of the set's squared error (sum over
@@ -37,12 +37,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from faceprior.face.align import estimate_similarity, warp_affine  # noqa: E402
-from faceprior.face.paste import face_to_image_matrix, paste_faces, photo_edge_mask  # noqa: E402
-from faceprior.face.templates import named_template  # noqa: E402
+from faceprior.face.align import warp_affine  # noqa: E402
+from faceprior.face.paste import face_to_image_matrix, photo_edge_mask  # noqa: E402
 from faceprior.imaging.io import read_image  # noqa: E402
 from faceprior.metrics.psnr_ssim import psnr  # noqa: E402
-from faceprior.restoration.restorer import FaceRestorer, blend_faces, keep_detail  # noqa: E402
+from faceprior.restoration.restorer import FaceRestorer  # noqa: E402
 
 NO_HARM = runpy.run_path(str(REPO / "tools" / "no_harm.py"), run_name="no_harm")
 
@@ -65,37 +64,20 @@ def redetected(restorer: FaceRestorer, lq: np.ndarray, first) -> np.ndarray:
     return restorer.restore_prepared([restorer.prepare_faces(lq, None, boxes, scores, landmarks)])[0].image
 
 
-def with_wider_pass(restorer: FaceRestorer, lq: np.ndarray) -> np.ndarray:
-    """Each face restored in the FFHQ framing too and pasted under the face (the surroundings)."""
-    photo = restorer.prepare(lq)
-    result = restorer.restore_prepared([photo])[0]
-    if not result.faces:
-        return result.image
-    size = restorer.input_size
-    wide = np.stack([estimate_similarity(face.landmarks, named_template("ffhq", size)) for face in result.faces])
-    crops = warp_affine(lq, wide, size, border="constant", border_value=(132.0, 133.0, 135.0))
-    crops = crops if crops.ndim == 4 else crops[None]
-    outputs, weights = restorer.run_model(crops)
-    out = paste_faces(lq, list(zip(blend_faces(crops, outputs, weights), wide)), inputs=list(crops))
-    face_weights = np.array([face.weight for face in result.faces])
-    restored = np.stack([face.restored for face in result.faces])
-    return paste_faces(out, list(zip(restored, photo.matrices)), inputs=list(photo.crops),
-                       keep_detail=keep_detail(photo.matrices, face_weights))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="lq-256,lq-512")
     parser.add_argument("--sample", type=int, default=60)
-    parser.add_argument("--tried", action="store_true", help="also the two ways tried and not adopted")
+    parser.add_argument("--tried", action="store_true", help="also the two ways that are not the default")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "faceprior" / "no-harm")
     args = parser.parse_args()
     restorer = FaceRestorer()
     as_crop = FaceRestorer(aligned="model")
+    around = FaceRestorer(surroundings=True) if args.tried else None
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         gains = {"pipeline": [], "gt landmarks": [], "model's crop": []}
         if args.tried:
-            gains.update({"re-detected": [], "wider pass": []})
+            gains.update({"re-detected": [], "surroundings": []})
         shares = {key: [] for key in ("area", "input", "output")}
         missed = 0
         for lq_path, gt_path in NO_HARM["pairs_of"](name, args.work, args.sample):
@@ -110,7 +92,7 @@ def main() -> None:
             gains["model's crop"].append(psnr(as_crop.restore(lq).image, gt) - before)
             if args.tried:
                 gains["re-detected"].append(psnr(redetected(restorer, lq, result), gt) - before)
-                gains["wider pass"].append(psnr(with_wider_pass(restorer, lq), gt) - before)
+                gains["surroundings"].append(psnr(around.restore(lq).image, gt) - before)
             alpha = coverage(result, restorer.input_size, lq.shape)
             regions = (alpha >= 0.999, (alpha > 0) & (alpha < 0.999), alpha == 0)
             error_in = ((lq.astype(np.float64) - gt) ** 2).mean(-1)

@@ -88,6 +88,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="on a toned photo (sepia, cyanotype, a tinted black-and-white scan) give the restored faces "
                         "the photo's tone (default); --no-keep-tone keeps the model's colours. Black-and-white photos "
                         "always get grey faces")
+    parser.add_argument("--surroundings", action="store_true",
+                        help="for a model trained on a framing tighter than FFHQ's (faceprior-256), also restore each "
+                        "face's surroundings (hair, neck, background near it) with a second pass in the FFHQ framing, "
+                        "keeping the photo's colours; may draw halos along hair outlines on heavily blurred faces")
     parser.add_argument("--fidelity", type=float, default=None, metavar="F",
                         help="models with a fidelity control (CodeFormer's w): 0 = most generative, 1 = closest to "
                         "the input (default: the model's, 0.5 for CodeFormer)")
@@ -137,7 +141,8 @@ def restorer_options(args: argparse.Namespace) -> dict:
         min_face=args.min_face, max_faces=args.max_faces, faces=args.faces, batch_size=args.batch_size, seed=args.seed,
         device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
         face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
-        template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone)
+        template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone,
+        surroundings=args.surroundings)
 
 
 def run_restore(args: argparse.Namespace) -> int:

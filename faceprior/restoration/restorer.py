@@ -23,15 +23,16 @@ import torch
 from torch import nn
 
 from faceprior.errors import FacepriorError, OptionError
-from faceprior.face.align import estimate_similarity, warp_affine
+from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, invert_affine, warp_affine
 from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.mtcnn import MTCNN
-from faceprior.face.parsing import make_parsing_masker
-from faceprior.face.paste import paste_faces
+from faceprior.face.parsing import gaussian_blur, make_parsing_masker
+from faceprior.face.paste import face_to_image_matrix, paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
-from faceprior.imaging.pixels import dtype_max, from_float01, gray_as_rgb, looks_gray, to_float01, to_rgb_array, to_uint8
+from faceprior.imaging.pixels import (dtype_max, from_float01, gray_as_rgb, looks_gray, rgb_to_gray, to_float01,
+                                      to_rgb_array, to_uint8)
 from faceprior.imaging.resize import upscale_lanczos
 from faceprior.imaging.tone import Tone, photo_tone
 from faceprior.inference.fast_cpu import is_gfpgan_family, optimize
@@ -52,6 +53,8 @@ MIN_EYE_DISTANCE = 5.0
 BLEND_ESTIMATOR = "blend-weight"
 
 IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+#: surroundings are restored for models whose faces are this much larger in their crop than FFHQ's
+SURROUNDINGS_MIN_SCALE = 1.15
 
 
 class NoModelError(FacepriorError, RuntimeError):
@@ -222,6 +225,8 @@ class Face:
     aligned: [S, S, 3] crop given to the model; restored: [S, S, 3] model output after the
     ``weight`` blend. Both have the input's dtype. weight: the blend weight this face got (1 =
     the model's output, 0 = the input face; chosen per face with ``weight="auto"``).
+    surroundings_weight: the weight its surroundings got (``FaceRestorer(surroundings=True)``), or
+    None where they were not restored.
     """
 
     box: np.ndarray
@@ -231,6 +236,7 @@ class Face:
     aligned: np.ndarray
     restored: Optional[np.ndarray] = None
     weight: Optional[float] = None
+    surroundings_weight: Optional[float] = None
 
     def to_json(self) -> dict:
         return {
@@ -238,6 +244,7 @@ class Face:
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
             "score": round(float(self.score), 4),
             "weight": None if self.weight is None else round(float(self.weight), 4),
+            "surroundings_weight": None if self.surroundings_weight is None else round(float(self.surroundings_weight), 4),
         }
 
 
@@ -321,6 +328,15 @@ class FaceRestorer:
             ``faceprior.imaging.tone.photo_tone``), give the restored faces the photo's tint at each
             brightness instead of the model's skin colours (default). Black-and-white photos always
             get grey faces.
+        surroundings: for a model trained on a framing tighter than FFHQ's (faceprior-256:
+            CelebA-HQ crops), also restore each face's surroundings: the model runs a second time
+            on the face's FFHQ-framed crop (hair, ears, neck, the background near the face), that
+            restoration is blended with its own weight, its low-frequency colour change taken off
+            (the photo keeps its colours), and pasted under the face, which is restored in the
+            model's own framing as always. Off by default: it gains on the synthetic test sets, but
+            the model, fed a framing it was not trained on, draws halos along hair outlines and
+            bands at the hairline of some heavily blurred real faces (docs/no_harm.md, section 6).
+            No effect for FFHQ-framed models and for ``aligned="model"``.
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
@@ -330,7 +346,7 @@ class FaceRestorer:
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
-                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True):
+                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True, surroundings: bool = False):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
         if weight != "auto" and not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
@@ -374,6 +390,11 @@ class FaceRestorer:
             raise OptionError(f"faces must be face positions >= 0 (0 = the largest face), got {list(faces)!r}")
         self.faces = None if faces is None else tuple(sorted(set(faces)))
         self.keep_tone = bool(keep_tone)
+        #: the framing the surroundings are restored in (FFHQ's template at S), or None
+        self.surroundings_template = None
+        if surroundings and self.aligned_framing != self.choice.framing and \
+                face_scale(self.template) > SURROUNDINGS_MIN_SCALE * face_scale(named_template("ffhq", self.input_size)):
+            self.surroundings_template = named_template("ffhq", self.input_size)
         self.batch_size = int(batch_size)
         self.seed = seed
         if isinstance(upsampler, str):
@@ -487,7 +508,7 @@ class FaceRestorer:
         matrices = np.stack([estimate_similarity(points, self.template) for points in landmarks]) if len(landmarks) else np.zeros((0, 2, 3))
         crops = np.zeros((0, size, size, 3), pixels.dtype)
         if len(matrices):
-            grey = np.array([132.0, 133.0, 135.0]) / 255.0 * dtype_max(pixels.dtype)
+            grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
             crops = warp_affine(pixels, matrices, size, border="constant", border_value=grey)
             if crops.ndim == 3:
                 crops = crops[None]
@@ -511,7 +532,22 @@ class FaceRestorer:
             for i, part, part_weights, count in zip(members, np.split(outputs, splits), np.split(chosen, splits), counts):
                 restored[i], weights[i] = part, part_weights
                 photos[i].timings["restore"] = round(seconds * 1000.0 * count / sum(counts), 2)
-        return [self.finish(photo, faces, w) for photo, faces, w in zip(photos, restored, weights)]
+        around = [self.restore_surroundings(photo) for photo in photos]
+        return [self.finish(photo, faces, w, surroundings=a) for photo, faces, w, a in zip(photos, restored, weights, around)]
+
+    def restore_surroundings(self, photo: PreparedPhoto) -> Optional[Surroundings]:
+        """The surroundings of a prepared photo's faces restored in the FFHQ framing (see the
+        ``surroundings`` option), or None (off, or no face)."""
+        if self.surroundings_template is None or not len(photo.landmarks):
+            return None
+        start = time.perf_counter()
+        matrices = np.stack([estimate_similarity(points, self.surroundings_template) for points in photo.landmarks])
+        grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(photo.pixels.dtype)
+        crops = warp_affine(photo.pixels, matrices, self.input_size, border="constant", border_value=grey)
+        crops = crops if crops.ndim == 4 else crops[None]
+        restored, weights = self.restore_crops(crops)
+        photo.timings["restore"] = round(photo.timings.get("restore", 0.0) + (time.perf_counter() - start) * 1000.0, 2)
+        return Surroundings(matrices, crops, restored, weights)
 
     def photo_colour(self, pixels: np.ndarray) -> PhotoColour:
         """Whether a photo [H, W, 3] is black and white, toned (with ``keep_tone``), or in colour."""
@@ -520,16 +556,18 @@ class FaceRestorer:
         return PhotoColour(tone=photo_tone(pixels) if self.keep_tone else None)
 
     def finish(self, photo: PreparedPhoto, restored: np.ndarray, weights: np.ndarray,
-               colour: Optional[PhotoColour] = None) -> Result:
+               colour: Optional[PhotoColour] = None, surroundings: Optional[Surroundings] = None) -> Result:
         """Paste restored (blended) faces [N, S, S, 3] of a prepared photo into the (enlarged)
         photo; ``weights`` [N]: the weight each was blended with (reported). ``colour``: what the
         faces are made to match; None: :meth:`photo_colour` of this photo (a video passes its
-        scene's, so that the faces do not change colour from frame to frame)."""
+        scene's, so that the faces do not change colour from frame to frame). ``surroundings``:
+        their restored surroundings (:meth:`restore_surroundings`), pasted first, under the faces."""
         pixels, alpha = photo.pixels, photo.alpha
         watch = _Stopwatch(photo.timings)
         photo.timings.setdefault("restore", 0.0)
         if len(restored):
-            restored = (self.photo_colour(pixels) if colour is None else colour).apply(restored, photo.crops)
+            colour = self.photo_colour(pixels) if colour is None else colour
+            restored = colour.apply(restored, photo.crops)
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
         if self.aligned and self.upscale == 1 and np.array_equal(photo.matrices[0], IDENTITY_AFFINE):
             out = restored[0]  # the input is the model's crop
@@ -543,11 +581,23 @@ class FaceRestorer:
                 masks = list(self.face_masker(to_float01(restored)))
             # Only each face's change is pasted, keeping the photo's own detail finer than the crop,
             # unless the crop holds all of it and the face is restored (then the noise would stay).
+            inputs = photo.crops
+            if surroundings is not None and len(restored) and np.any(surroundings.weights > 0):
+                around = without_colour_change(colour.apply(surroundings.restored, surroundings.crops), surroundings.crops)
+                out = paste_faces(out, list(zip(around, surroundings.matrices)), upscale=self.upscale,
+                                  inputs=surroundings.crops,
+                                  keep_detail=keep_detail(surroundings.matrices, surroundings.weights, self.upscale))
+                # each face replaces what lies under it now: its change is against that
+                to_crops = np.stack([invert_affine(face_to_image_matrix(m, self.upscale)) for m in photo.matrices])
+                grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(out.dtype)
+                inputs = warp_affine(out, to_crops, self.input_size, border="constant", border_value=grey)
+                inputs = inputs if inputs.ndim == 4 else inputs[None]
             out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale,
-                              inputs=photo.crops, keep_detail=keep_detail(photo.matrices, weights, self.upscale))
+                              inputs=inputs, keep_detail=keep_detail(photo.matrices, weights, self.upscale))
         watch.lap("paste")
+        around_weights = [None] * len(photo.boxes) if surroundings is None else [float(w) for w in surroundings.weights]
         faces = [Face(photo.boxes[i], photo.landmarks[i], float(photo.scores[i]), photo.matrices[i],
-                      photo.crops[i], restored[i], float(weights[i])) for i in range(len(photo.boxes))]
+                      photo.crops[i], restored[i], float(weights[i]), around_weights[i]) for i in range(len(photo.boxes))]
         return Result(out, out_alpha, faces, photo.timings)
 
 
@@ -569,6 +619,19 @@ class PreparedPhoto:
     matrices: np.ndarray
     crops: np.ndarray
     timings: dict[str, float]
+
+
+@dataclass
+class Surroundings:
+    """The surroundings of a photo's faces restored in the FFHQ framing
+    (:meth:`FaceRestorer.restore_surroundings`): matrices [N, 2, 3] photo -> crop, crops
+    [N, S, S, 3] given to the model (the photo's dtype), restored [N, S, S, 3] blended with
+    weights [N]."""
+
+    matrices: np.ndarray
+    crops: np.ndarray
+    restored: np.ndarray
+    weights: np.ndarray
 
 
 class _Stopwatch:
@@ -672,3 +735,24 @@ def keep_detail(matrices: np.ndarray, weights: np.ndarray, upscale: float = 1.0)
     scale = np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2]))) / float(upscale)  # crop px per output px
     replaces = np.clip((scale - 0.7) / 0.3, 0.0, 1.0)
     return 1.0 - replaces * np.clip(np.asarray(weights, np.float64), 0.0, 1.0)
+
+
+def face_scale(template: np.ndarray) -> float:
+    """The size of a face in a template [5, 2]: the distance between the eye centres and the mouth."""
+    template = np.asarray(template, np.float64)
+    eyes, mouth = template[:2].mean(axis=0), template[3:].mean(axis=0)
+    return float(np.hypot(*(mouth - eyes)) + np.hypot(*(template[1] - template[0])))
+
+
+def without_colour_change(restored: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    """``restored`` [N, S, S, 3] less the low-frequency colour of its change from ``crops``: the
+    chroma (change minus its grey) blurred with a Gaussian of sigma S / 32. Detail, and changes of
+    brightness, stay; the colour of large areas stays the crops'. Returns the crops' dtype."""
+    out, source = to_float01(restored), to_float01(crops)
+    change = out - source
+    chroma = torch.from_numpy(np.ascontiguousarray(change - rgb_to_gray(change)[..., None]))
+    count, size = chroma.shape[:2]
+    sigma = size / 32
+    planes = chroma.permute(0, 3, 1, 2).reshape(-1, size, size)
+    low = gaussian_blur(planes, int(2 * round(3 * sigma) + 1), sigma).reshape(count, 3, size, size).permute(0, 2, 3, 1)
+    return from_float01(np.clip(out - low.numpy(), 0.0, 1.0), np.asarray(crops).dtype)
