@@ -116,6 +116,7 @@ class RestorerCache:
             restorer = FaceRestorer(model=self._descriptors.get(model, model), detector=self._detector,
                                     upscale=options.upscale, weight=options.weight, fidelity=options.fidelity,
                                     only_center_face=options.only_center_face, faces=options.faces,
+                                    keep_tone=options.keep_tone, surroundings=options.surroundings,
                                     batch_size=self.batch_size, device=self.device, precision=self.precision)
             self._descriptors.setdefault(model, restorer.descriptor)
             self._restorers[key] = restorer

@@ -1,8 +1,8 @@
 """What a client may ask of one restoration (the form fields of the HTTP API), checked.
 
 The same options as ``faceprior restore`` for one photo: model, weight (auto or 0..1), fidelity
-(CodeFormer's control), upscale, only-center-face, faces (positions, largest first) and the output
-format. Anything else a request sends is refused, so no request reaches a file path, a device or a
+(CodeFormer's control), upscale, only-center-face, faces (positions, largest first), keep-tone,
+surroundings and the output format. Anything else a request sends is refused, so no request reaches a file path, a device or a
 setting of the server.
 """
 
@@ -22,7 +22,7 @@ OUTPUT_FORMATS = ("png", "jpg", "webp")
 #: Largest --upscale the service accepts (the page offers 1 to 4).
 MAX_UPSCALE = 4.0
 
-FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "format")
+FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "surroundings", "format")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class RestoreOptions:
 
     model: a catalogue name (None: the server's default). weight: "auto" or a number in [0, 1].
     fidelity: None or [0, 1] (models with a fidelity control). upscale: [1, MAX_UPSCALE].
-    faces: None (all) or face positions, largest first ("none" in a form: ``()``, no face). format: one of OUTPUT_FORMATS or None.
+    faces: None (all) or face positions, largest first ("none" in a form: ``()``, no face).
+    keep_tone, surroundings: as ``faceprior restore --no-keep-tone`` / ``--surroundings``.
+    format: one of OUTPUT_FORMATS or None.
     """
 
     model: Optional[str] = None
@@ -40,6 +42,8 @@ class RestoreOptions:
     upscale: float = 1.0
     only_center_face: bool = False
     faces: Optional[Tuple[int, ...]] = None
+    keep_tone: bool = True
+    surroundings: bool = False
     format: Optional[str] = None
 
     def to_json(self) -> dict:
@@ -86,6 +90,8 @@ def parse_options(fields: Mapping[str, str], models: Tuple[str, ...]) -> Restore
     if fields.get("upscale", "").strip():
         values["upscale"] = _number("upscale", fields["upscale"], 1.0, MAX_UPSCALE)
     values["only_center_face"] = _boolean("only_center_face", fields.get("only_center_face", ""))
+    values["keep_tone"] = _boolean("keep_tone", fields.get("keep_tone", "true"))
+    values["surroundings"] = _boolean("surroundings", fields.get("surroundings", ""))
     faces = fields.get("faces", "").strip()
     if faces == "none":
         values["faces"] = ()
