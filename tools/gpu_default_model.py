@@ -21,7 +21,6 @@ tiny scale: ``--set train.device=cpu --set data.batch_size=2 ...``).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ from faceprior.training.config import load_config  # noqa: E402
 from faceprior.training.train_gfpgan import train  # noqa: E402
 from faceprior.weights.checkpoint import read_state_dict  # noqa: E402
 from faceprior.weights.safetensors import save_safetensors  # noqa: E402
+from faceprior.weights.store import sha256_of_file  # noqa: E402
 
 CONFIG = REPO / "configs" / "gfpgan_clean_256_gpu.yaml"
 
@@ -48,7 +48,7 @@ def check_pack(pack: Path) -> None:
     manifest = json.loads((pack / "manifest.json").read_text())
     for name, digest in manifest["sha256"].items():
         path = pack / name
-        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        if not path.is_file() or sha256_of_file(path) != digest:
             raise SystemExit(f"{path}: missing or not as packed; pack again with tools/pack_gpu_recipe.py")
     print(f"pack {pack}: {manifest['faces']} training faces, {manifest['val']} validation faces, all files as packed")
 

@@ -26,7 +26,6 @@ that would travel (tracked and untracked files not ignored, plus .gpu/), which m
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import subprocess
@@ -45,6 +44,7 @@ from faceprior.models.dlib_resnet import read_dlib_resnet_parameters  # noqa: E4
 from faceprior.training.config import load_config  # noqa: E402
 from faceprior.training.train_gfpgan import measure_dlib_chip_box  # noqa: E402
 from faceprior.weights.safetensors import save_safetensors  # noqa: E402
+from faceprior.weights.store import sha256_of_file  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 PACK = REPO / ".gpu"
@@ -61,10 +61,6 @@ def travelling_bytes() -> int:
 
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main() -> None:
@@ -109,12 +105,13 @@ def main() -> None:
     configured = load_config(CONFIG).model.dlib_chip_box
     manifest = {"faces": len(chosen), "faces_from": str(DATA / "faces-train-256"), "val": len(val_files),
                 "dlib_chip_box": [round(v, 3) for v in box],
-                "sha256": {str(p.relative_to(pack)): sha256(p) for p in sorted(pack.rglob("*")) if p.is_file()}}
+                "sha256": {str(p.relative_to(pack)): sha256_of_file(p) for p in sorted(pack.rglob("*")) if p.is_file()}}
     (pack / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    total = travelling_bytes() + folder_bytes(pack)
+    tree, packed = travelling_bytes(), folder_bytes(pack)
+    total = tree + packed
     print(f"packed {len(chosen)} training faces, {len(val_files)} validation faces, dlib's ResNet (float16) into {pack}")
-    print(f"travels: {total / 2**20:.1f} MiB (working tree {travelling_bytes() / 2**20:.1f} MiB + .gpu "
-          f"{folder_bytes(pack) / 2**20:.1f} MiB; the device takes 64 MiB)")
+    print(f"travels: {total / 2**20:.1f} MiB (working tree {tree / 2**20:.1f} MiB + .gpu "
+          f"{packed / 2**20:.1f} MiB; the device takes 64 MiB)")
     print(f"dlib chip box of faces-train-256: [{', '.join(f'{v:.3f}' for v in box)}]")
     if configured is None or max(abs(a - b) for a, b in zip(box, configured)) > 0.01:
         raise SystemExit(f"{CONFIG.name}: model.dlib_chip_box is {configured}; set it to the box above")

@@ -21,34 +21,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.face.paste import face_mask  # noqa: E402
-from faceprior.face.parsing import gaussian_blur  # noqa: E402
-from faceprior.imaging.pixels import from_float01, rgb_to_gray, to_float01  # noqa: E402
+from faceprior.imaging.pixels import from_float01, to_float01  # noqa: E402
 from faceprior.restoration import restorer as restorer_module  # noqa: E402
+from faceprior.restoration.restorer import low_frequency, without_colour_change  # noqa: E402
 
 VARIANTS = ("none", "chroma", "all", "fade")
 
 
-def low_frequency(change: np.ndarray) -> np.ndarray:
-    """[N, S, S, 3] -> the same blurred with sigma S / 32."""
-    count, size = change.shape[:2]
-    sigma = size / 32
-    blurred = gaussian_blur(torch.from_numpy(change).permute(0, 3, 1, 2).reshape(-1, size, size),
-                            int(2 * round(3 * sigma) + 1), sigma)
-    return blurred.reshape(count, 3, size, size).permute(0, 2, 3, 1).numpy()
-
-
 def changed_crops(variant: str, restored: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    if variant == "chroma":  # what --surroundings does to its second pass
+        return without_colour_change(restored, crops)
     out, source = to_float01(restored), to_float01(crops)
     change = out - source
-    if variant == "chroma":
-        out = out - low_frequency(change - rgb_to_gray(change)[..., None])
-    elif variant == "all":
+    if variant == "all":
         out = out - low_frequency(change)
     elif variant == "fade":
         size = change.shape[1]

@@ -37,6 +37,11 @@ def _mask_profile(size: int, erosion: float, feather: float) -> np.ndarray:
     return np.convolve(box, kernel / kernel.sum(), mode="same")
 
 
+def _mask_sizes(size: int, erosion: Optional[float], feather: Optional[float]) -> Tuple[float, float]:
+    """``face_mask``'s erosion and feather in pixels (defaults S / 20 and S / 60)."""
+    return (size / 20.0 if erosion is None else float(erosion)), (size / 60.0 if feather is None else float(feather))
+
+
 def face_mask(out_size: int, erosion: Optional[float] = None, feather: Optional[float] = None) -> np.ndarray:
     """Soft blending mask in aligned-face coordinates.
 
@@ -47,8 +52,7 @@ def face_mask(out_size: int, erosion: Optional[float] = None, feather: Optional[
         from 0 to 1 spans 6 sigma inside the eroded border.
     Returns [S, S] float32 in [0, 1] (a product of two 1-D profiles, so corners are rounded).
     """
-    erosion = out_size / 20.0 if erosion is None else float(erosion)
-    feather = out_size / 60.0 if feather is None else float(feather)
+    erosion, feather = _mask_sizes(out_size, erosion, feather)
     if erosion < 0 or feather < 0:
         raise ValueError(f"erosion and feather must be >= 0, got {erosion} and {feather}")
     key = (int(out_size), erosion, feather)
@@ -77,26 +81,26 @@ def photo_edge_mask(out_size: int, to_image: np.ndarray, photo_hw: Tuple[int, in
     Returns [S, S] float32 in [0, 1].
     """
     size = int(out_size)
-    erosion = size / 20.0 if erosion is None else float(erosion)
-    profile = _mask_profile(size, erosion, float(size / 60.0 if feather is None else feather))
+    erosion, feather = _mask_sizes(size, erosion, feather)
     centre = np.arange(size, dtype=np.float64)
-    near_start = np.where(centre < size / 2, profile, 1.0)  # the fade of the first edge alone
-    near_end = np.where(centre < size / 2, 1.0, profile)
-    fades = {"top": near_start[:, None], "bottom": near_end[:, None],
-             "left": near_start[None, :], "right": near_end[None, :]}
-    edge = {"top": (centre, np.full(size, -0.5)), "bottom": (centre, np.full(size, size - 0.5)),
-            "left": (np.full(size, -0.5), centre), "right": (np.full(size, size - 0.5), centre)}
+    edges = {"top": (centre, np.full(size, -0.5)), "bottom": (centre, np.full(size, size - 0.5)),
+             "left": (np.full(size, -0.5), centre), "right": (np.full(size, size - 0.5), centre)}
     height, width = photo_hw
     scale = math.sqrt(abs(np.linalg.det(to_image[:, :2])))  # photo pixels per crop pixel
     full_fade_at = max(erosion * scale / 4.0, 1.0)
     openness = {}
-    for name, (x, y) in edge.items():
+    for name, (x, y) in edges.items():
         px = to_image[0, 0] * x + to_image[0, 1] * y + to_image[0, 2]
         py = to_image[1, 0] * x + to_image[1, 1] * y + to_image[1, 2]
         inside = np.minimum(np.minimum(px + 0.5, width - 0.5 - px), np.minimum(py + 0.5, height - 0.5 - py))
         openness[name] = np.clip(inside / full_fade_at, 0.0, 1.0)
     if all((value == 1).all() for value in openness.values()):
-        return face_mask(out_size, erosion, feather)
+        return face_mask(size, erosion, feather)  # cached
+    profile = _mask_profile(size, erosion, feather)
+    near_start = np.where(centre < size / 2, profile, 1.0)  # the fade of the first edge alone
+    near_end = np.where(centre < size / 2, 1.0, profile)
+    fades = {"top": near_start[:, None], "bottom": near_end[:, None],
+             "left": near_start[None, :], "right": near_end[None, :]}
     result = np.ones((size, size), np.float64)
     for name, value in openness.items():
         along = value[None, :] if name in ("top", "bottom") else value[:, None]

@@ -392,9 +392,10 @@ class FaceRestorer:
         self.keep_tone = bool(keep_tone)
         #: the framing the surroundings are restored in (FFHQ's template at S), or None
         self.surroundings_template = None
+        ffhq = named_template("ffhq", self.input_size)
         if surroundings and self.aligned_framing != self.choice.framing and \
-                face_scale(self.template) > SURROUNDINGS_MIN_SCALE * face_scale(named_template("ffhq", self.input_size)):
-            self.surroundings_template = named_template("ffhq", self.input_size)
+                face_scale(self.template) > SURROUNDINGS_MIN_SCALE * face_scale(ffhq):
+            self.surroundings_template = ffhq
         self.batch_size = int(batch_size)
         self.seed = seed
         if isinstance(upsampler, str):
@@ -506,12 +507,7 @@ class FaceRestorer:
         size = self.input_size
         landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
         matrices = np.stack([estimate_similarity(points, self.template) for points in landmarks]) if len(landmarks) else np.zeros((0, 2, 3))
-        crops = np.zeros((0, size, size, 3), pixels.dtype)
-        if len(matrices):
-            grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
-            crops = warp_affine(pixels, matrices, size, border="constant", border_value=grey)
-            if crops.ndim == 3:
-                crops = crops[None]
+        crops = aligned_crops(pixels, matrices, size)
         watch.lap("align")
         return PreparedPhoto(pixels, alpha, np.asarray(boxes, np.float32).reshape(-1, 4),
                              np.asarray(scores, np.float32).reshape(-1), landmarks, matrices, crops, watch.timings)
@@ -542,9 +538,7 @@ class FaceRestorer:
             return None
         start = time.perf_counter()
         matrices = np.stack([estimate_similarity(points, self.surroundings_template) for points in photo.landmarks])
-        grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(photo.pixels.dtype)
-        crops = warp_affine(photo.pixels, matrices, self.input_size, border="constant", border_value=grey)
-        crops = crops if crops.ndim == 4 else crops[None]
+        crops = aligned_crops(photo.pixels, matrices, self.input_size)
         restored, weights = self.restore_crops(crops)
         photo.timings["restore"] = round(photo.timings.get("restore", 0.0) + (time.perf_counter() - start) * 1000.0, 2)
         return Surroundings(matrices, crops, restored, weights)
@@ -589,9 +583,7 @@ class FaceRestorer:
                                   keep_detail=keep_detail(surroundings.matrices, surroundings.weights, self.upscale))
                 # each face replaces what lies under it now: its change is against that
                 to_crops = np.stack([invert_affine(face_to_image_matrix(m, self.upscale)) for m in photo.matrices])
-                grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(out.dtype)
-                inputs = warp_affine(out, to_crops, self.input_size, border="constant", border_value=grey)
-                inputs = inputs if inputs.ndim == 4 else inputs[None]
+                inputs = aligned_crops(out, to_crops, self.input_size)
             out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale,
                               inputs=inputs, keep_detail=keep_detail(photo.matrices, weights, self.upscale))
         watch.lap("paste")
@@ -737,8 +729,19 @@ def keep_detail(matrices: np.ndarray, weights: np.ndarray, upscale: float = 1.0)
     return 1.0 - replaces * np.clip(np.asarray(weights, np.float64), 0.0, 1.0)
 
 
+def aligned_crops(pixels: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
+    """The crops [N, S, S, 3] (the pixels' dtype) of a photo [H, W, 3] through ``matrices`` [N, 2, 3]
+    (photo -> crop), facexlib's grey where a crop leaves the photo."""
+    if not len(matrices):
+        return np.zeros((0, size, size, 3), pixels.dtype)
+    grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
+    crops = warp_affine(pixels, np.asarray(matrices).reshape(-1, 2, 3), size, border="constant", border_value=grey)
+    return crops if crops.ndim == 4 else crops[None]
+
+
 def face_scale(template: np.ndarray) -> float:
-    """The size of a face in a template [5, 2]: the distance between the eye centres and the mouth."""
+    """The size of a face in a template [5, 2]: the distance between the eyes plus that from their
+    midpoint to the mouth's."""
     template = np.asarray(template, np.float64)
     eyes, mouth = template[:2].mean(axis=0), template[3:].mean(axis=0)
     return float(np.hypot(*(mouth - eyes)) + np.hypot(*(template[1] - template[0])))
@@ -750,9 +753,14 @@ def without_colour_change(restored: np.ndarray, crops: np.ndarray) -> np.ndarray
     brightness, stay; the colour of large areas stays the crops'. Returns the crops' dtype."""
     out, source = to_float01(restored), to_float01(crops)
     change = out - source
-    chroma = torch.from_numpy(np.ascontiguousarray(change - rgb_to_gray(change)[..., None]))
-    count, size = chroma.shape[:2]
+    return from_float01(np.clip(out - low_frequency(change - rgb_to_gray(change)[..., None]), 0.0, 1.0),
+                        np.asarray(crops).dtype)
+
+
+def low_frequency(images: np.ndarray) -> np.ndarray:
+    """[N, S, S, 3] float -> the same blurred with a Gaussian of sigma S / 32 (float32)."""
+    count, size = images.shape[:2]
     sigma = size / 32
-    planes = chroma.permute(0, 3, 1, 2).reshape(-1, size, size)
-    low = gaussian_blur(planes, int(2 * round(3 * sigma) + 1), sigma).reshape(count, 3, size, size).permute(0, 2, 3, 1)
-    return from_float01(np.clip(out - low.numpy(), 0.0, 1.0), np.asarray(crops).dtype)
+    planes = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2).reshape(-1, size, size)
+    low = gaussian_blur(planes, int(2 * round(3 * sigma) + 1), sigma)
+    return low.reshape(count, 3, size, size).permute(0, 2, 3, 1).numpy()
