@@ -90,8 +90,9 @@ def main() -> None:
     samples = sorted((run / "samples").glob("val_*.png"))
     if samples:
         shutil.copyfile(samples[-1], out / samples[-1].name)
-    print(f"iteration {result['iteration']} (resumed from {result['resumed_from']}); {newest.name} -> "
-          f"{out / 'faceprior-256-gpu.safetensors'}")
+    returned = out / "faceprior-256-gpu.safetensors"
+    print(f"iteration {result['iteration']} (resumed from {result['resumed_from']}); {newest.name} -> {returned} "
+          f"({returned.stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":
