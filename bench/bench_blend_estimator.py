@@ -1,11 +1,15 @@
-"""What `--weight auto` costs: the blend-weight estimator against the restoration it weighs.
+"""What `--weight auto` costs: the blend-weight estimator against the restoration it weighs, and
+the photo restorer that restores the photo around the faces as much as they were restored.
 
 Times, per face and interleaved in one run (median of --repeats rounds after a warm-up):
   estimator-256   BlendWeightNet on a 256 px face pair (faceprior-256's size)
   estimator-512   BlendWeightNet on a 512 px pair (resized to 256 inside: the official models' size)
   faceprior-256   the shipped default model, fast CPU path, float32
   gfpgan-512      a full-size GFPGANv1Clean (random weights), fast CPU path, float32
-and prints the estimator's time as a fraction of each restoration's.
+  photo-512       PhotoRestorerNet on a whole 512 x 512 photo (per photo; a photo of N pixels
+                  costs about N / 512^2 times this)
+and prints the estimator's time as a fraction of each restoration's, and the photo restorer's
+against one face's restoration.
 
     .venv/bin/python bench/bench_blend_estimator.py [--threads 2] [--repeats 5] [--batch 4]
 """
@@ -37,6 +41,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     batch = args.batch
     estimator = resolve_model("blend-weight").network.eval()
+    photo_restorer = resolve_model("photo-restorer").network.eval()
     small = resolve_model("faceprior-256")
     small_fast = optimize(small)
     big = describe_network(GFPGANv1Clean(**RELEASED_OPTIONS).eval())
@@ -47,6 +52,7 @@ def main() -> None:
         "estimator-512": lambda: estimator(x512, x512.flip(3)),
         "faceprior-256": lambda: small.restore(x256 * 2 - 1, network=small_fast),
         "gfpgan-512": lambda: big.restore(x512 * 2 - 1, network=big_fast),
+        "photo-512": lambda: photo_restorer(x512),
     }
     times: dict[str, list[float]] = {name: [] for name in calls}
     with torch.no_grad():
@@ -57,11 +63,13 @@ def main() -> None:
                 if round_index:
                     times[name].append((time.perf_counter() - start) / batch)
     ms = {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
-    print(f"batch {batch}, {args.threads} threads, median of {args.repeats} rounds, ms per face:")
+    print(f"batch {batch}, {args.threads} threads, median of {args.repeats} rounds, ms per face (per photo for photo-512):")
     for name, value in ms.items():
         print(f"  {name:14s} {value:8.2f}")
     print(f"estimator / faceprior-256 restoration: {ms['estimator-256'] / ms['faceprior-256']:.3f}")
     print(f"estimator / gfpgan-512 restoration:    {ms['estimator-512'] / ms['gfpgan-512']:.4f}")
+    print(f"photo restorer on a 512 photo / one faceprior-256 face: {ms['photo-512'] / ms['faceprior-256']:.2f}")
+    print(f"photo restorer on a 512 photo / one gfpgan-512 face:    {ms['photo-512'] / ms['gfpgan-512']:.3f}")
 
 
 if __name__ == "__main__":

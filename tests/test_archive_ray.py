@@ -87,6 +87,7 @@ def test_realworld_whole_on_ray_equals_one_process_even_with_a_killed_worker(loc
     records = manifest_lines(manifest)
     assert sorted(r["input"] for r in records) == sorted(p.as_posix() for p in expected)  # each once: none lost or doubled
     assert all(r["status"] == "done" for r in records)
+    assert all(0 <= r["background_weight"] <= 1 for r in records)  # how much the photo around the faces got
     assert len({r["worker"] for r in records}) == 2  # the restarted actor did the rest
     for relative in expected:
         assert (out / relative).read_bytes() == (tmp_path / "one" / relative).read_bytes(), relative

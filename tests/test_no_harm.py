@@ -56,7 +56,7 @@ def test_aligned_faces_are_reframed_for_a_model_of_another_framing(small_checkpo
     the input untouched outside the pasted region."""
     rng = np.random.default_rng(1)
     face = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
-    restorer = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0)
+    restorer = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0, background=False)
     result = restorer.restore(face)
     assert result.image.shape == face.shape and result.faces[0].surroundings_weight is None
     matrix = estimate_similarity(named_template("ffhq", 300), named_template("celeba-hq", 128))
@@ -69,7 +69,7 @@ def test_aligned_faces_are_reframed_for_a_model_of_another_framing(small_checkpo
     assert (result.image[~outside] != face[~outside]).any()
     # with its surroundings: the whole FFHQ crop, i.e. the whole image, is restored too
     around = FaceRestorer(model=small_checkpoint, template="celeba-hq", aligned="ffhq", weight=1.0,
-                          surroundings=True).restore(face)
+                          surroundings=True, background=False).restore(face)
     assert around.faces[0].surroundings_weight == 1.0
     assert (around.image[outside] != face[outside]).mean() > 0.5
     # the same face declared to be in the model's framing goes in as it is (scaled), no surroundings
@@ -248,8 +248,9 @@ def test_surroundings_keep_the_photos_colours_and_a_face_left_alone_leaves_the_p
     kept = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=0.0,
                         surroundings=True).restore(photo)
     np.testing.assert_array_equal(kept.image, photo)
-    alone = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=1.0).restore(photo)
+    alone = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=1.0,
+                         background=False).restore(photo)
     both = FaceRestorer(model=small_checkpoint, template="celeba-hq", detector=detector, weight=1.0,
-                        surroundings=True).restore(photo)
+                        surroundings=True, background=False).restore(photo)
     assert both.faces[0].surroundings_weight == 1.0 and alone.faces[0].surroundings_weight is None
     assert np.any(both.image != photo, axis=2).sum() > 1.5 * np.any(alone.image != photo, axis=2).sum()

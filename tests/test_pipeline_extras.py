@@ -190,7 +190,7 @@ def test_restorer_pastes_with_the_face_masker(small_checkpoint, monkeypatch):
         seen.append(faces)
         return np.zeros(faces.shape[:3], np.float32)
 
-    restorer = FaceRestorer(model=str(small_checkpoint), detector=detector, face_masker=nothing)
+    restorer = FaceRestorer(model=str(small_checkpoint), detector=detector, face_masker=nothing, background=False)
     result = restorer.restore(image)
     assert len(result.faces) == 1 and seen[0].shape == (1, 128, 128, 3) and seen[0].dtype == np.float32
     np.testing.assert_allclose(seen[0][0], result.faces[0].restored / 255.0, atol=1e-6)  # the restored face
@@ -204,7 +204,7 @@ def test_restorer_pastes_with_the_face_masker(small_checkpoint, monkeypatch):
 
     # A name builds the parser through make_parsing_masker.
     monkeypatch.setattr(restorer_module, "make_parsing_masker", lambda network, device, cache_dir: ("masker", network))
-    named = FaceRestorer(model=str(small_checkpoint), detector=detector, face_masker="parsenet")
+    named = FaceRestorer(model=str(small_checkpoint), detector=detector, face_masker="parsenet", background=False)
     assert named.face_masker == ("masker", "parsenet")
 
 
@@ -243,7 +243,8 @@ def test_restorer_with_a_network_upsampler(small_checkpoint):
     upsampler = NetworkUpsampler(_tiny_rrdbnet(), model_scale=2, tile_size=0)
     detector = OneFaceDetector(22, 20, eye_distance=10)  # crop: about 40 x 40 photo pixels
     # x3: the network's x2, then Lanczos by 1.5.
-    result = FaceRestorer(model=str(small_checkpoint), detector=detector, upscale=3, upsampler=upsampler).restore(image)
+    result = FaceRestorer(model=str(small_checkpoint), detector=detector, upscale=3, upsampler=upsampler,
+                          background=False).restore(image)
     assert result.image.shape == (120, 270, 3) and result.image.dtype == np.uint8
     background = upsampler.upsample(image, 3.0)
     # Far from the face the output is the network's background; the face was pasted over it.

@@ -83,7 +83,7 @@ def test_whole_image_changes_only_inside_the_pasted_masks(small_checkpoint):
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     landmarks = np.stack([_face_landmarks(120, 150, 40), _face_landmarks(290, 140, 55)])
     restorer = FaceRestorer(model=str(small_checkpoint), detector=FixedDetector(landmarks), precision="reference",
-                            weight=1.0)
+                            weight=1.0, background=False)  # the photo around the faces: tests/test_background.py
     result = restorer.restore(image)
     assert len(result.faces) == 2
     assert result.image.shape == image.shape and result.image.dtype == np.uint8

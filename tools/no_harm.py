@@ -13,7 +13,7 @@ and the gain. The identity metric is dlib's face descriptor distance (offline; <
 Per face, the weight the restorer chose is summarised (``--weight auto``).
 
     .venv/bin/python tools/no_harm.py [--weight auto|W] [--model NAME|PATH] [--sets sharp-512,lq-512,...]
-        [--sample N] [--surroundings] [--work DIR]
+        [--sample N] [--surroundings] [--no-background] [--work DIR]
 
 Test sets are made once in --work (default ~/.cache/faceprior/no-harm), outside the repository.
 """
@@ -36,7 +36,7 @@ from faceprior.evaluation.testset import make_testset
 from faceprior.imaging.files import list_image_files
 from faceprior.imaging.io import read_image
 from faceprior.metrics.psnr_ssim import psnr, ssim
-from faceprior.restoration.restorer import FaceRestorer
+from faceprior.restoration.restorer import BACKGROUND_MIN_WEIGHT, FaceRestorer
 
 DATA = REPO.parent / "shared" / "data"
 SETS = {"sharp-512": ("faces-gt-512", 512, False), "sharp-256": ("faces-val-256", 256, False),
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument("--sample", type=int, default=None, help="evenly spaced images per set")
     parser.add_argument("--surroundings", action="store_true", help="also restore each face's surroundings (faceprior restore --surroundings)")
+    parser.add_argument("--background", action=argparse.BooleanOptionalAction, default=True,
+                        help="restore the photo around the faces (default; faceprior restore --no-background turns it off)")
     parser.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
                         help="dlib identity distance on the LQ sets (needs dlib-bin)")
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("FACEPRIOR_HOME", Path.home() / ".cache" / "faceprior")) / "no-harm")
@@ -72,9 +74,10 @@ def main() -> None:
     if not (DATA / "README.md").is_file():
         raise SystemExit(f"needs the face photos in {DATA}")
     weight = args.weight if args.weight == "auto" else float(args.weight)
-    restorer = FaceRestorer(model=args.model, weight=weight, surroundings=args.surroundings)
+    restorer = FaceRestorer(model=args.model, weight=weight, surroundings=args.surroundings, background=args.background)
     print(f"model {restorer.choice.name}, weight {args.weight}, {restorer.precision_note}"
-          + (", surroundings restored" if restorer.surroundings_template is not None else ""))
+          + (", surroundings restored" if restorer.surroundings_template is not None else "")
+          + (", background restored" if args.background else ", background not restored"))
     identity = None
     if args.identity:
         try:
@@ -89,6 +92,7 @@ def main() -> None:
         pairs = pairs_of(name, args.work, args.sample)
         degraded = SETS[name][2]
         out_psnr, out_ssim, in_psnr, in_ssim, out_id, in_id, weights, faces_missed = [], [], [], [], [], [], [], 0
+        backgrounds = []
         start = time.perf_counter()
         for lq_path, ref_path in pairs:
             lq = read_image(lq_path).pixels
@@ -97,6 +101,8 @@ def main() -> None:
             if not result.faces:
                 faces_missed += 1
             weights += [face.weight for face in result.faces if face.weight is not None]
+            if result.background_weight is not None:
+                backgrounds.append(result.background_weight)
             out_psnr.append(psnr(result.image, ref))
             out_ssim.append(ssim(result.image, ref))
             if degraded:
@@ -119,6 +125,8 @@ def main() -> None:
                 row.update(id=statistics.mean(out_id), in_id=statistics.mean(in_id), id_n=len(out_id))
         if weights:
             row.update(w_mean=statistics.mean(weights), w_min=min(weights), w_max=max(weights))
+        if backgrounds:
+            row.update(bg_mean=statistics.mean(backgrounds), bg_restored=sum(b >= BACKGROUND_MIN_WEIGHT for b in backgrounds))
         rows.append(row)
         print(format_row(row), flush=True)
     print("\nPSNR: mean of per-photo PSNRs, each capped at 100 dB / of the mean MSE (min)")
@@ -149,6 +157,8 @@ def format_row(row: dict) -> str:
         text += f"; dlib identity {row['id']:.3f} (input {row['in_id']:.3f}, {row['id_n']} photos)"
     if "w_mean" in row:
         text += f"; weight {row['w_mean']:.2f} ({row['w_min']:.2f}..{row['w_max']:.2f})"
+    if "bg_mean" in row:
+        text += f"; background weight {row['bg_mean']:.2f}, restored in {row['bg_restored']} photos"
     return text
 
 

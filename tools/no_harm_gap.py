@@ -3,9 +3,11 @@
     .venv/bin/python tools/no_harm_gap.py [--sets lq-256,lq-512] [--sample 60]
 
 For each LQ set (evenly spaced sample), whole photos through `faceprior restore`'s pipeline with the
-defaults, three ways, each printed as the mean per-photo PSNR gain over the input:
+defaults, four ways, each printed as the mean per-photo PSNR gain over the input:
 
   pipeline        as tools/no_harm.py (detection on the degraded photo)
+  no background   the same with `--no-background`: only the faces restored, the photo around them
+                  left as it was
   gt landmarks    the same, but the faces detected on the ground truth (what better landmarks on
                   degraded faces could give at most)
   model's crop    the whole photo given to the model as its crop (FaceRestorer(aligned="model"));
@@ -72,10 +74,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "faceprior" / "no-harm")
     args = parser.parse_args()
     restorer = FaceRestorer()
+    bare = FaceRestorer(background=False)
     as_crop = FaceRestorer(aligned="model")
     around = FaceRestorer(surroundings=True) if args.tried else None
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        gains = {"pipeline": [], "gt landmarks": [], "model's crop": []}
+        gains = {"pipeline": [], "no background": [], "gt landmarks": [], "model's crop": []}
         if args.tried:
             gains.update({"re-detected": [], "surroundings": []})
         shares = {key: [] for key in ("area", "input", "output")}
@@ -86,6 +89,7 @@ def main() -> None:
             result = restorer.restore(lq)
             missed += not result.faces
             gains["pipeline"].append(psnr(result.image, gt) - before)
+            gains["no background"].append(psnr(bare.restore(lq).image, gt) - before)
             boxes, scores, landmarks = restorer.detect(gt)
             guided = restorer.restore_prepared([restorer.prepare_faces(lq, None, boxes, scores, landmarks)])[0]
             gains["gt landmarks"].append(psnr(guided.image, gt) - before)

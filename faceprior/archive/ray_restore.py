@@ -180,8 +180,8 @@ class RestoreActor:
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, list]:
         count = len(batch["relative"])
-        out: Dict[str, list] = {key: [] for key in ("source", "relative", "target", "encoded", "faces", "error",
-                                                    "timings", "worker")}
+        out: Dict[str, list] = {key: [] for key in ("source", "relative", "target", "encoded", "faces", "background",
+                                                    "error", "timings", "worker")}
         loaded, prepared, errors = [None] * count, [None] * count, [str(e) for e in batch["error"]]
         for index in range(count):
             if errors[index]:
@@ -205,7 +205,7 @@ class RestoreActor:
             for index in ready:
                 errors[index] = one_line(error)
         for index in range(count):
-            encoded, faces, timings = b"", "[]", {}
+            encoded, faces, background, timings = b"", "[]", "null", {}
             if index in results and not errors[index]:
                 result = results[index]
                 start = time.perf_counter()
@@ -218,12 +218,14 @@ class RestoreActor:
                 finally:
                     path.unlink(missing_ok=True)
                 faces = json.dumps([face.to_json() for face in result.faces])
+                background = json.dumps(None if result.background_weight is None else round(result.background_weight, 4))
                 timings = {**result.timings_ms, "encode": round((time.perf_counter() - start) * 1000, 2)}
             timings["read"] = float(batch["read_ms"][index])
             for key in ("source", "relative", "target"):
                 out[key].append(str(batch[key][index]))
             out["encoded"].append(encoded)
             out["faces"].append(faces)
+            out["background"].append(background)
             out["error"].append(errors[index])
             out["timings"].append(json.dumps(timings))
             out["worker"].append(self.worker)
@@ -253,7 +255,8 @@ def _write_stage(row: Dict[str, Any], dest_uri: Optional[str]) -> Dict[str, Any]
     faces = json.loads(row["faces"])
     return {"input": row["relative"], "status": "failed" if error else "done", "output": row["target"],
             "faces": len(faces), "face_boxes": [face["box"] for face in faces],
-            "weights": [face["weight"] for face in faces], "timings_ms": timings, "error": error or None,
+            "weights": [face["weight"] for face in faces], "background_weight": json.loads(row["background"]),
+            "timings_ms": timings, "error": error or None,
             "worker": row["worker"]}
 
 

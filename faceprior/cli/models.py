@@ -22,6 +22,7 @@ __all__ = ["add_convert_command", "add_export_command", "add_models_command"]
 _KIND_TITLES = {
     "restoration": "restoration models (--model NAME)",
     "estimator": "blend-weight estimators (--weight auto)",
+    "background": "photo restorers around the faces (--no-background turns it off)",
     "detector": "face detectors (--detector)",
     "parser": "face parsers (--parse-mask)",
     "upsampler": "background upsamplers (--bg-upsampler)",

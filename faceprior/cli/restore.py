@@ -92,6 +92,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="for a model trained on a framing tighter than FFHQ's (faceprior-256), also restore each "
                         "face's surroundings (hair, neck, background near it) with a second pass in the FFHQ framing, "
                         "keeping the photo's colours; may draw halos along hair outlines on heavily blurred faces")
+    parser.add_argument("--background", action=argparse.BooleanOptionalAction, default=True,
+                        help="also restore the photo around its faces (hair, clothes, background: blur, noise, JPEG "
+                        "blocks) with a small photo restorer, as much as its faces were restored (default); "
+                        "--no-background leaves everything but the faces as it was")
     parser.add_argument("--fidelity", type=float, default=None, metavar="F",
                         help="models with a fidelity control (CodeFormer's w): 0 = most generative, 1 = closest to "
                         "the input (default: the model's, 0.5 for CodeFormer)")
@@ -142,7 +146,7 @@ def restorer_options(args: argparse.Namespace) -> dict:
         device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
         face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
         template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone,
-        surroundings=args.surroundings)
+        surroundings=args.surroundings, background=args.background)
 
 
 def run_restore(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from faceprior.models import (
     gfpgan_clean,
     gfpgan_v1,
     gpen,
+    photo_restorer,
     restoreformer,
     rrdbnet,
     stylegan2,
@@ -80,6 +81,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         arcface.ARCHITECTURE,
         rrdbnet.ARCHITECTURE,
         blend_estimator.ARCHITECTURE,
+        photo_restorer.ARCHITECTURE,
     )
 }
 

@@ -522,6 +522,7 @@ def _write_report(path: Path, plan: OutputPlan, restorer: FaceRestorer, result: 
         "upscale": restorer.upscale,
         "weight": restorer.weight,
         "fidelity": restorer.fidelity,
+        "background_weight": None if result.background_weight is None else round(result.background_weight, 4),
         "faces": [face.to_json() for face in result.faces],
         "timings_ms": result.timings_ms,
     }

@@ -27,10 +27,11 @@ from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, inver
 from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import gaussian_blur, make_parsing_masker
-from faceprior.face.paste import face_to_image_matrix, paste_faces
+from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
+from faceprior.imaging.colour import apply_colour_map, fit_colour_map
 from faceprior.imaging.pixels import (dtype_max, from_float01, gray_as_rgb, looks_gray, rgb_to_gray, to_float01,
                                       to_rgb_array, to_uint8)
 from faceprior.imaging.resize import upscale_lanczos
@@ -39,6 +40,7 @@ from faceprior.inference.fast_cpu import is_gfpgan_family, optimize
 from faceprior.models.blend_estimator import centre_window
 from faceprior.models.descriptor import ModelDescriptor
 from faceprior.models.loading import ModelSpec, resolve_model
+from faceprior.models.rrdbnet import upsample_tiled
 from faceprior.restoration.upsampling import LanczosUpsampler, Upsampler, make_upsampler
 from faceprior.weights.catalogue import CATALOGUE, entries, get_entry, is_present, local_path
 
@@ -51,6 +53,16 @@ MIN_EYE_DISTANCE = 5.0
 
 # The estimator behind weight="auto" (a catalogue name; it ships with the package).
 BLEND_ESTIMATOR = "blend-weight"
+# The network that restores the photo around its faces (a catalogue name; it ships with the package).
+PHOTO_RESTORER = "photo-restorer"
+#: a photo whose faces ask for less of the photo restorer than this is left as it is around them
+#: (a change of at most 5 % of the restorer's: invisible; and sharp photos do not pay for it)
+BACKGROUND_MIN_WEIGHT = 0.05
+#: the photo restorer's output is kept out of each face's crop, fading in over this share of the
+#: crop's side outside it
+FACE_MARGIN = 0.1
+#: tiles of the photo restorer on large photos, and the context around each (its receptive field)
+BACKGROUND_TILE, BACKGROUND_TILE_PAD = 512, 64
 
 IDENTITY_AFFINE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 #: surroundings are restored for models whose faces are this much larger in their crop than FFHQ's
@@ -272,12 +284,15 @@ class PhotoColour:
 @dataclass
 class Result:
     """The restored photo: image [H', W', 3] (H' = round(H * upscale)) with the input's dtype,
-    alpha [H', W'] or None, the faces, and per-stage wall times in milliseconds."""
+    alpha [H', W'] or None, the faces, per-stage wall times in milliseconds, and how much of the
+    photo restorer's change the photo got around its faces (``FaceRestorer(background=True)``;
+    None when it was off or the image was the face's crop)."""
 
     image: np.ndarray
     alpha: Optional[np.ndarray]
     faces: list[Face]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    background_weight: Optional[float] = None
 
 
 class FaceRestorer:
@@ -337,6 +352,13 @@ class FaceRestorer:
             the model, fed a framing it was not trained on, draws halos along hair outlines and
             bands at the hairline of some heavily blurred real faces (docs/no_harm.md, section 6).
             No effect for FFHQ-framed models and for ``aligned="model"``.
+        background: also restore the photo around its faces, as much as they were restored
+            (docs/no_harm.md, section 7; default True): its detail (blur, noise, JPEG blocks) with
+            the small photo restorer (``PhotoRestorerNet``, catalogue name ``photo-restorer``), by
+            ``background_weight`` (its faces' weights, each counted by its area in the photo;
+            nothing below 0.05), and its colours with the faces' own colour change (one affine
+            colour map fitted on the faces, ``faces_colour_map``), so that restored faces and their
+            photo match. No effect for ``aligned="model"``, where the whole image is the face.
     """
 
     def __init__(self, model: ModelSpec = None, detector: Any = "mtcnn", upscale: float = 1.0,
@@ -346,7 +368,8 @@ class FaceRestorer:
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
-                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True, surroundings: bool = False):
+                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True, surroundings: bool = False,
+                 background: bool = True):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
         if weight != "auto" and not (isinstance(weight, (int, float)) and 0 <= weight <= 1):
@@ -377,6 +400,10 @@ class FaceRestorer:
         if weight == "auto":
             self.blend_estimator = resolve_model(BLEND_ESTIMATOR, device=self.device, cache_dir=cache_dir).network.eval()
         self.aligned = bool(aligned)
+        #: the network that restores the photo around the faces (``background``), or None
+        self.photo_restorer = None
+        if background:
+            self.photo_restorer = resolve_model(PHOTO_RESTORER, device=self.device, cache_dir=cache_dir).network.eval()
         #: the inputs' framing in aligned mode (a template name; the model's own for "model")
         self.aligned_framing = None if not aligned else ("ffhq" if aligned is True else str(aligned))
         if self.aligned_framing == "model":
@@ -549,13 +576,36 @@ class FaceRestorer:
             return PhotoColour(gray=True)
         return PhotoColour(tone=photo_tone(pixels) if self.keep_tone else None)
 
+    def background_weight(self, photo: PreparedPhoto, weights: np.ndarray) -> Optional[float]:
+        """How much of the photo restorer's change a photo gets around its faces (``background``):
+        its faces' weights [N], each counted by the area of its crop in the photo; 0 without faces,
+        None when ``background`` is off."""
+        if self.photo_restorer is None:
+            return None
+        if not len(weights):
+            return 0.0
+        areas = 1.0 / np.abs(np.linalg.det(np.asarray(photo.matrices, np.float64)[:, :, :2]))
+        return float(np.clip(np.sum(areas * np.asarray(weights, np.float64)) / np.sum(areas), 0.0, 1.0))
+
+    @torch.inference_mode()
+    def restore_background(self, pixels: np.ndarray, weight: float) -> np.ndarray:
+        """``pixels + weight * (restorer(pixels) - pixels)`` for a photo [H, W, 3] (its dtype)."""
+        x = torch.from_numpy(np.ascontiguousarray(to_float01(pixels), np.float32)).permute(2, 0, 1)[None].to(self.device)
+        tile = BACKGROUND_TILE if max(x.shape[-2:]) > BACKGROUND_TILE + 2 * BACKGROUND_TILE_PAD else 0
+        restored = upsample_tiled(self.photo_restorer, x, tile=tile, tile_pad=BACKGROUND_TILE_PAD, scale=1, pad_multiple=4)
+        out = x + float(weight) * (restored - x)
+        return from_float01(out[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), pixels.dtype)
+
     def finish(self, photo: PreparedPhoto, restored: np.ndarray, weights: np.ndarray,
-               colour: Optional[PhotoColour] = None, surroundings: Optional[Surroundings] = None) -> Result:
+               colour: Optional[PhotoColour] = None, surroundings: Optional[Surroundings] = None,
+               background_weight: Optional[float] = None) -> Result:
         """Paste restored (blended) faces [N, S, S, 3] of a prepared photo into the (enlarged)
         photo; ``weights`` [N]: the weight each was blended with (reported). ``colour``: what the
         faces are made to match; None: :meth:`photo_colour` of this photo (a video passes its
         scene's, so that the faces do not change colour from frame to frame). ``surroundings``:
-        their restored surroundings (:meth:`restore_surroundings`), pasted first, under the faces."""
+        their restored surroundings (:meth:`restore_surroundings`), pasted first, under the faces.
+        ``background_weight``: how much of the photo restorer's change the photo gets (with
+        ``background``); None: :meth:`background_weight` of this photo (a video passes its scene's)."""
         pixels, alpha = photo.pixels, photo.alpha
         watch = _Stopwatch(photo.timings)
         photo.timings.setdefault("restore", 0.0)
@@ -563,10 +613,28 @@ class FaceRestorer:
             colour = self.photo_colour(pixels) if colour is None else colour
             restored = colour.apply(restored, photo.crops)
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
+        whole_crop = self.aligned and self.aligned_framing == self.choice.framing
+        if self.photo_restorer is None or whole_crop:
+            background_weight = None
+        elif background_weight is None:
+            background_weight = self.background_weight(photo, weights)
         if self.aligned and self.upscale == 1 and np.array_equal(photo.matrices[0], IDENTITY_AFFINE):
             out = restored[0]  # the input is the model's crop
         else:
-            out = pixels if self.upscale == 1 else self.upsampler.upsample(pixels, self.upscale)
+            # With the background restored, the faces are pasted into the photo in their colours (the
+            # faces' colour map), and the restored photo goes around them: the photo restorer's
+            # detail never lies under a face (the face model is the judge of faces).
+            base, around_faces = pixels, None
+            if background_weight is not None and background_weight >= BACKGROUND_MIN_WEIGHT:
+                colour_map = faces_colour_map(photo.crops, restored)
+                base = apply_colour_map(pixels, colour_map)
+                around_faces = apply_colour_map(self.restore_background(pixels, background_weight), colour_map)
+                if colour is not None and colour.gray:
+                    base, around_faces = gray_as_rgb(base), gray_as_rgb(around_faces)
+                watch.lap("background")
+            out = base if self.upscale == 1 else self.upsampler.upsample(base, self.upscale)
+            if around_faces is not None and self.upscale != 1:
+                around_faces = self.upsampler.upsample(around_faces, self.upscale)
             watch.lap("upsample")
             masks = None
             if self.aligned and self.aligned_framing == self.choice.framing:
@@ -575,22 +643,59 @@ class FaceRestorer:
                 masks = list(self.face_masker(to_float01(restored)))
             # Only each face's change is pasted, keeping the photo's own detail finer than the crop,
             # unless the crop holds all of it and the face is restored (then the noise would stay).
-            inputs = photo.crops
+            # Where the photo under the faces was restored too, each face (a + w (r - a), blended
+            # with its crop a) becomes a' + w (r - a') with the crop a' of what lies under it now,
+            # and its change is pasted against that.
+            inputs, pasted = photo.crops, restored
             if surroundings is not None and len(restored) and np.any(surroundings.weights > 0):
                 around = without_colour_change(colour.apply(surroundings.restored, surroundings.crops), surroundings.crops)
+                around_inputs = surroundings.crops
+                if base is not pixels:
+                    around, around_inputs = self._over(out, around, surroundings.weights, surroundings.crops,
+                                                       surroundings.matrices)
                 out = paste_faces(out, list(zip(around, surroundings.matrices)), upscale=self.upscale,
-                                  inputs=surroundings.crops,
+                                  inputs=around_inputs,
                                   keep_detail=keep_detail(surroundings.matrices, surroundings.weights, self.upscale))
-                # each face replaces what lies under it now: its change is against that
-                to_crops = np.stack([invert_affine(face_to_image_matrix(m, self.upscale)) for m in photo.matrices])
-                inputs = aligned_crops(out, to_crops, self.input_size)
-            out = paste_faces(out, list(zip(restored, photo.matrices)), masks=masks, upscale=self.upscale,
+                pasted, inputs = self._over(out, restored, weights, photo.crops, photo.matrices)
+            elif base is not pixels and len(restored):
+                pasted, inputs = self._over(out, restored, weights, photo.crops, photo.matrices)
+            out = paste_faces(out, list(zip(pasted, photo.matrices)), masks=masks, upscale=self.upscale,
                               inputs=inputs, keep_detail=keep_detail(photo.matrices, weights, self.upscale))
+            if around_faces is not None:
+                crops = photo.matrices
+                if surroundings is not None and np.any(surroundings.weights > 0):
+                    crops = np.concatenate([surroundings.matrices, crops])
+                coverage = self.crop_coverage(out.shape[:2], crops)
+                out = from_float01(to_float01(out) * coverage + to_float01(around_faces) * (1 - coverage), out.dtype)
         watch.lap("paste")
         around_weights = [None] * len(photo.boxes) if surroundings is None else [float(w) for w in surroundings.weights]
         faces = [Face(photo.boxes[i], photo.landmarks[i], float(photo.scores[i]), photo.matrices[i],
                       photo.crops[i], restored[i], float(weights[i]), around_weights[i]) for i in range(len(photo.boxes))]
-        return Result(out, out_alpha, faces, photo.timings)
+        return Result(out, out_alpha, faces, photo.timings, background_weight)
+
+    def crop_coverage(self, shape: Sequence[int], matrices: np.ndarray) -> np.ndarray:
+        """[H', W', 1] float32 in [0, 1] over the enlarged photo: 1 on every face's whole crop
+        (matrices [N, 2, 3] photo -> crop), fading to 0 over ``FACE_MARGIN`` of the crop's side
+        outside it: where the photo restorer's output is kept out (faces, their jaws and hairlines)."""
+        size = self.input_size
+        margin = FACE_MARGIN * size
+        larger = int(round(size + 2 * margin))
+        mask = face_mask(larger, erosion=0.0, feather=margin / 6)  # its ramp spans 6 sigma: the margin
+        ones = np.ones((larger, larger, 1), np.float32)
+        shifted = np.array(matrices, np.float64).reshape(-1, 2, 3)
+        shifted[:, :, 2] += (larger - size) / 2
+        return paste_faces(np.zeros((*shape, 1), np.float32), [(ones, m) for m in shifted],
+                           masks=[mask] * len(shifted), upscale=self.upscale)
+
+    def _over(self, out: np.ndarray, faces: np.ndarray, weights: np.ndarray, crops: np.ndarray,
+              matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Faces blended with their crops, re-blended over what lies under them in ``out`` (the
+        enlarged photo): (faces + (1 - w) (under - crops), under), both [N, S, S, 3] in the faces' dtype."""
+        to_crops = np.stack([invert_affine(face_to_image_matrix(m, self.upscale)) for m in matrices])
+        under = aligned_crops(out, to_crops, self.input_size)
+        keep = (1.0 - np.clip(np.asarray(weights, np.float32), 0.0, 1.0))[:, None, None, None]
+        moved = to_float01(faces) + keep * (to_float01(under) - to_float01(crops))
+        return from_float01(np.clip(moved, 0.0, 1.0), np.asarray(faces).dtype), under
 
 
 @dataclass
@@ -745,6 +850,18 @@ def face_scale(template: np.ndarray) -> float:
     template = np.asarray(template, np.float64)
     eyes, mouth = template[:2].mean(axis=0), template[3:].mean(axis=0)
     return float(np.hypot(*(mouth - eyes)) + np.hypot(*(template[1] - template[0])))
+
+
+def faces_colour_map(crops: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """The [3, 4] affine colour map (``faceprior.imaging.colour``) that takes faces' crops
+    [N, S, S, 3] to their (blended) restorations, fitted on each face's centre (the estimator's
+    window) at 1/8 size or less: the faces' colours, not their detail."""
+    size = crops.shape[1]
+    step = max(1, size // 32)
+    window = centre_window(size).numpy()[::step, ::step].ravel()
+    sources = to_float01(crops)[:, ::step, ::step].reshape(-1, 3)
+    targets = to_float01(restored)[:, ::step, ::step].reshape(-1, 3)
+    return fit_colour_map(sources, targets, np.tile(window / window.sum() / len(crops), len(crops)))
 
 
 def without_colour_change(restored: np.ndarray, crops: np.ndarray) -> np.ndarray:

@@ -187,7 +187,10 @@ class VideoRestorer:
             blended = blend_faces(photo.crops, steady, chosen)
             offset += count
             start = time.perf_counter()
-            result = restorer.finish(photo, blended, chosen, colour=self._scene_colour(item.frame))
+            # no background restoration in videos yet: frames without faces pass through as they
+            # are, so a background restored only around faces would come and go with them
+            result = restorer.finish(photo, blended, chosen, colour=self._scene_colour(item.frame),
+                                     background_weight=0.0)
             self.timings["paste"] += time.perf_counter() - start
             self.faces += count
             yield item.frame, result.image, result

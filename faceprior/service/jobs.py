@@ -78,7 +78,7 @@ class Job:
                 "options": self.options.to_json(), "created": self.created, "started": self.started,
                 "finished": self.finished, "error": self.error, "model": report.get("model"),
                 "model_license": report.get("model_license"), "faces": report.get("faces"),
-                "timings_ms": report.get("timings_ms")}
+                "background_weight": report.get("background_weight"), "timings_ms": report.get("timings_ms")}
         if self.kind == "video":
             data.update({key: report.get(key) for key in ("frames", "restored_frames", "tracks", "scene_cuts")})
         return data
@@ -117,6 +117,7 @@ class RestorerCache:
                                     upscale=options.upscale, weight=options.weight, fidelity=options.fidelity,
                                     only_center_face=options.only_center_face, faces=options.faces,
                                     keep_tone=options.keep_tone, surroundings=options.surroundings,
+                                    background=options.background,
                                     batch_size=self.batch_size, device=self.device, precision=self.precision)
             self._descriptors.setdefault(model, restorer.descriptor)
             self._restorers[key] = restorer

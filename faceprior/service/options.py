@@ -2,7 +2,7 @@
 
 The same options as ``faceprior restore`` for one photo: model, weight (auto or 0..1), fidelity
 (CodeFormer's control), upscale, only-center-face, faces (positions, largest first), keep-tone,
-surroundings and the output format. Anything else a request sends is refused, so no request reaches a file path, a device or a
+surroundings, background and the output format. Anything else a request sends is refused, so no request reaches a file path, a device or a
 setting of the server.
 """
 
@@ -22,7 +22,8 @@ OUTPUT_FORMATS = ("png", "jpg", "webp")
 #: Largest --upscale the service accepts (the page offers 1 to 4).
 MAX_UPSCALE = 4.0
 
-FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "surroundings", "format")
+FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "surroundings", "background",
+          "format")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class RestoreOptions:
     model: a catalogue name (None: the server's default). weight: "auto" or a number in [0, 1].
     fidelity: None or [0, 1] (models with a fidelity control). upscale: [1, MAX_UPSCALE].
     faces: None (all) or face positions, largest first ("none" in a form: ``()``, no face).
-    keep_tone, surroundings: as ``faceprior restore --no-keep-tone`` / ``--surroundings``.
+    keep_tone, surroundings, background: as ``faceprior restore --no-keep-tone`` / ``--surroundings`` /
+    ``--no-background``.
     format: one of OUTPUT_FORMATS or None.
     """
 
@@ -44,6 +46,7 @@ class RestoreOptions:
     faces: Optional[Tuple[int, ...]] = None
     keep_tone: bool = True
     surroundings: bool = False
+    background: bool = True
     format: Optional[str] = None
 
     def to_json(self) -> dict:
@@ -92,6 +95,7 @@ def parse_options(fields: Mapping[str, str], models: Tuple[str, ...]) -> Restore
     values["only_center_face"] = _boolean("only_center_face", fields.get("only_center_face", ""))
     values["keep_tone"] = _boolean("keep_tone", fields.get("keep_tone", "true"))
     values["surroundings"] = _boolean("surroundings", fields.get("surroundings", ""))
+    values["background"] = _boolean("background", fields.get("background", "true"))
     faces = fields.get("faces", "").strip()
     if faces == "none":
         values["faces"] = ()

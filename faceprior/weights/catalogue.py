@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: What a weight file is for, in the order ``faceprior models`` lists them.
-KINDS = ("restoration", "estimator", "detector", "parser", "upsampler", "metric", "training")
+KINDS = ("restoration", "estimator", "background", "detector", "parser", "upsampler", "metric", "training")
 
 #: Where bundled weight files live: the package's data folder (installed with it, see pyproject.toml).
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -225,6 +225,13 @@ _ENTRIES = (
         sha256="9a1adb1784c64a5631fafced0fc62255578273f9b179368f7d5edf6068a0352d", size=359308,
         license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
         description="per-face blend weight of --weight auto: how much of a restoration to keep; ships with the package"),
+    WeightFile(
+        name="photo-restorer", kind="background", filename="photo-restorer.safetensors", bundled=True,
+        arch="PhotoRestorerNet",
+        # tools/train_photo_restorer.py (docs/no_harm.md, section 7)
+        sha256="3bf7bc1ba39f3a33a83a0e8b456851e7fd57d2d395dbf6f991da45fe5238c9fb", size=2504864,
+        license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
+        description="restores the photo around its faces (blur, noise, JPEG) as much as they were restored; ships with the package"),
     # --- face detection and parsing ---------------------------------------------------------
     *(WeightFile(
         name=f"mtcnn-{net}", kind="detector", filename=f"mtcnn/{net}.pt", bundled=True, sha256=sha256, size=size,
