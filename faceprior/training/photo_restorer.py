@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
