@@ -629,8 +629,8 @@ class FaceRestorer:
                 colour_map = faces_colour_map(photo.crops, restored)
                 base = apply_colour_map(pixels, colour_map)
                 around_faces = apply_colour_map(self.restore_background(pixels, background_weight), colour_map)
-                if colour is not None and colour.gray:
-                    base, around_faces = gray_as_rgb(base), gray_as_rgb(around_faces)
+                # black-and-white photos stay grey, toned ones keep their tone (as the faces do)
+                base, around_faces = colour.apply(base, pixels), colour.apply(around_faces, pixels)
                 watch.lap("background")
             out = base if self.upscale == 1 else self.upsampler.upsample(base, self.upscale)
             if around_faces is not None and self.upscale != 1:
