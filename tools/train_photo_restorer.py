@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from faceprior.imaging.files import list_image_files
-from faceprior.training.photo_restorer import train_photo_restorer
+from faceprior.training.photo_restorer import summary_line, train_photo_restorer
 
 DATA = REPO.parent / "shared" / "data" / "faces-train-256"
 
@@ -49,8 +49,7 @@ def main() -> None:
                                    batch_size=args.batch_size, crop=args.crop, holdout=args.holdout,
                                    eval_every=args.eval_every, lr=args.lr, init=args.init, seed=args.seed,
                                    log=lambda line: print(line, flush=True))
-    print("best held out: " + ", ".join(f"{mode} {row['output']:.2f} dB (input {row['input']:.2f})"
-                                        for mode, row in summary.items()))
+    print(f"best held out: {summary_line(summary)}")
 
 
 if __name__ == "__main__":

@@ -400,16 +400,19 @@ class FaceRestorer:
         if weight == "auto":
             self.blend_estimator = resolve_model(BLEND_ESTIMATOR, device=self.device, cache_dir=cache_dir).network.eval()
         self.aligned = bool(aligned)
-        #: the network that restores the photo around the faces (``background``), or None
-        self.photo_restorer = None
-        if background:
-            self.photo_restorer = resolve_model(PHOTO_RESTORER, device=self.device, cache_dir=cache_dir).network.eval()
         #: the inputs' framing in aligned mode (a template name; the model's own for "model")
         self.aligned_framing = None if not aligned else ("ffhq" if aligned is True else str(aligned))
         if self.aligned_framing == "model":
             self.aligned_framing = self.choice.framing
         if self.aligned_framing is not None:
             check_template_name(self.aligned_framing)
+        #: each input image is the model's crop, all face (aligned in the model's own framing)
+        self.whole_crop = self.aligned and self.aligned_framing == self.choice.framing
+        #: the network that restores the photo around the faces (``background``), or None (off, or
+        #: nothing lies around the faces)
+        self.photo_restorer = None
+        if background and not self.whole_crop:
+            self.photo_restorer = resolve_model(PHOTO_RESTORER, device=self.device, cache_dir=cache_dir).network.eval()
         self.only_center_face = only_center_face
         self.min_face = float(min_face)
         self.max_faces = max_faces
@@ -420,7 +423,7 @@ class FaceRestorer:
         #: the framing the surroundings are restored in (FFHQ's template at S), or None
         self.surroundings_template = None
         ffhq = named_template("ffhq", self.input_size)
-        if surroundings and self.aligned_framing != self.choice.framing and \
+        if surroundings and not self.whole_crop and \
                 face_scale(self.template) > SURROUNDINGS_MIN_SCALE * face_scale(ffhq):
             self.surroundings_template = ffhq
         self.batch_size = int(batch_size)
@@ -508,7 +511,7 @@ class FaceRestorer:
         if self.aligned:
             size = self.input_size
             height, width = pixels.shape[:2]
-            if self.aligned_framing == self.choice.framing:
+            if self.whole_crop:
                 # The whole image is the model's crop: scale it to S (pixel-centre convention).
                 matrix = np.array([[size / width, 0.0, 0.5 * size / width - 0.5],
                                    [0.0, size / height, 0.5 * size / height - 0.5]])
@@ -613,8 +616,7 @@ class FaceRestorer:
             colour = self.photo_colour(pixels) if colour is None else colour
             restored = colour.apply(restored, photo.crops)
         out_alpha = None if alpha is None else (alpha if self.upscale == 1 else upscale_lanczos(alpha, self.upscale))
-        whole_crop = self.aligned and self.aligned_framing == self.choice.framing
-        if self.photo_restorer is None or whole_crop:
+        if self.photo_restorer is None:
             background_weight = None
         elif background_weight is None:
             background_weight = self.background_weight(photo, weights)
@@ -637,7 +639,7 @@ class FaceRestorer:
                 around_faces = self.upsampler.upsample(around_faces, self.upscale)
             watch.lap("upsample")
             masks = None
-            if self.aligned and self.aligned_framing == self.choice.framing:
+            if self.whole_crop:
                 masks = [np.ones(restored.shape[1:3], np.float32)]  # the crop is the whole image
             elif self.face_masker is not None and len(restored):
                 masks = list(self.face_masker(to_float01(restored)))

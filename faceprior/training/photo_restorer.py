@@ -28,13 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceprior.metrics.psnr_ssim import psnr
 from faceprior.models.photo_restorer import PhotoRestorerNet
 from faceprior.paths import PathLike
 from faceprior.training.blend_estimator import MILD
 from faceprior.training.degradations import (DegradationConfig, apply_degradation, gray_image, read_float_image,
                                              sample_degradation)
 
-__all__ = ["MODES", "PHOTO_PAPER", "degraded_photo", "held_out_psnr", "photo_batches", "train_photo_restorer"]
+__all__ = ["MODES", "PHOTO_PAPER", "degraded_photo", "held_out_psnr", "photo_batches", "summary_line",
+           "train_photo_restorer"]
 
 #: the ways a training photo is degraded, and how often
 MODES = {"clean": 0.15, "mild": 0.25, "paper": 0.6}
@@ -87,12 +89,17 @@ def held_out_psnr(network: PhotoRestorerNet, samples: Sequence[tuple[str, np.nda
     for mode, lq, gt in samples:
         x = torch.from_numpy(lq).permute(2, 0, 1)[None]
         out = network(x)[0].permute(1, 2, 0).numpy()
-        psnr = [10 * math.log10(1 / max(float(np.mean((image - gt) ** 2)), 1e-10)) for image in (out, lq)]
-        rows.setdefault(mode, []).append(psnr)
-        rows.setdefault("all", []).append(psnr)
+        values = [min(psnr(image, gt), 100.0) for image in (out, lq)]  # a photo returned exactly: 100 dB
+        rows.setdefault(mode, []).append(values)
+        rows.setdefault("all", []).append(values)
     network.train()
     return {mode: {"output": float(np.mean([r[0] for r in values])), "input": float(np.mean([r[1] for r in values]))}
             for mode, values in rows.items()}
+
+
+def summary_line(summary: dict[str, dict[str, float]]) -> str:
+    """A :func:`held_out_psnr` summary on one line: the output's PSNR per mode, the input's beside it."""
+    return ", ".join(f"{mode} {row['output']:.2f} dB (input {row['input']:.2f})" for mode, row in summary.items())
 
 
 def train_photo_restorer(files: Sequence[PathLike], out_path: PathLike, iterations: int = 3000, minutes: float = math.inf,
@@ -137,8 +144,7 @@ def train_photo_restorer(files: Sequence[PathLike], out_path: PathLike, iteratio
                 best, best_summary = summary["paper"]["output"], summary
                 save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(out_path))
             log(f"iteration {iteration} ({time.perf_counter() - start:.0f} s, L1 {np.mean(losses):.4f})"
-                f"{' kept' if kept else ''}; held out: " + ", ".join(
-                    f"{mode} {row['output']:.2f} dB (input {row['input']:.2f})" for mode, row in summary.items()))
+                f"{' kept' if kept else ''}; held out: {summary_line(summary)}")
             losses = []
         if out_of_time:
             break
