@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from faceprior.inference import optimize
 from faceprior.models.gfpgan_clean import RELEASED_OPTIONS
 from faceprior.models.loading import describe_network, resolve_model
+from faceprior.models.photo_restorer import macs_per_pixel
 from faceprior.models import GFPGANv1Clean
 
 
@@ -68,6 +69,7 @@ def main() -> None:
         print(f"  {name:14s} {value:8.2f}")
     print(f"estimator / faceprior-256 restoration: {ms['estimator-256'] / ms['faceprior-256']:.3f}")
     print(f"estimator / gfpgan-512 restoration:    {ms['estimator-512'] / ms['gfpgan-512']:.4f}")
+    print(f"photo restorer: {macs_per_pixel(photo_restorer) / 1e3:.1f} k multiply-adds per photo pixel")
     print(f"photo restorer on a 512 photo / one faceprior-256 face: {ms['photo-512'] / ms['faceprior-256']:.2f}")
     print(f"photo restorer on a 512 photo / one gfpgan-512 face:    {ms['photo-512'] / ms['gfpgan-512']:.3f}")
 
