@@ -19,8 +19,8 @@ from faceprior.imaging.pixels import looks_gray
 from faceprior.models.loading import build_from_state_dict, infer_architecture
 from faceprior.models.photo_restorer import PhotoRestorerNet, macs_per_pixel
 from faceprior.models.rrdbnet import upsample_tiled
-from faceprior.imaging.colour import IDENTITY_COLOUR_MAP, apply_colour_map, fit_colour_map
-from faceprior.restoration.restorer import BACKGROUND_MIN_WEIGHT, FaceRestorer, faces_colour_map
+from faceprior.imaging.colour import IDENTITY_COLOUR_MAP, apply_colour_map, fit_colour_map, keep_greys
+from faceprior.restoration.restorer import BACKGROUND_MIN_WEIGHT, FaceRestorer, faces_colour_map, keep_white_balance
 from faceprior.training.photo_restorer import degraded_photo, held_out_psnr, train_photo_restorer
 
 from test_restorer import FixedDetector, _face_landmarks
@@ -100,6 +100,48 @@ def test_the_colour_map_is_the_faces_change_and_stays_put_where_they_say_nothing
     assert np.abs(apply_colour_map(sky, fitted) - sky).max() < 0.12
     np.testing.assert_array_equal(apply_colour_map(_photo(12), IDENTITY_COLOUR_MAP), _photo(12))
     assert fit_colour_map(skin, skin, weights) == pytest.approx(IDENTITY_COLOUR_MAP, abs=1e-9)
+
+
+def _grey_shift(matrix: np.ndarray) -> float:
+    """How far a map moves greys off the grey axis: the largest spread of a grey's three channels."""
+    greys = np.linspace(0, 1, 11)[:, None].repeat(3, axis=1)
+    out = greys @ matrix[:, :3].T + matrix[:, 3]
+    return float(np.ptp(out, axis=1).max())
+
+
+def test_keeping_greys_takes_the_cast_off_a_colour_map_and_nothing_else():
+    rng = np.random.default_rng(21)
+    cast = np.array([[1.05, 0.02, -0.01, 0.04], [0.01, 0.97, 0.0, 0.01], [-0.02, 0.03, 0.9, -0.03]])
+    kept = keep_greys(cast)
+    assert _grey_shift(cast) > 0.05 and _grey_shift(kept) < 1e-12
+    np.testing.assert_allclose(keep_greys(kept), kept, atol=1e-12)  # a map that keeps greys stays as it is
+    # brightness, contrast and saturation (a grey-keeping map) pass through untouched
+    saturate = 1.2 * np.eye(3) - 0.2 * np.full((3, 3), 1 / 3)
+    contrast = np.concatenate([1.1 * saturate, np.full((3, 1), -0.05)], axis=1)
+    np.testing.assert_allclose(keep_greys(contrast), contrast, atol=1e-12)
+    # the nearest such map: any other grey-keeping map is farther from the original
+    for _ in range(20):
+        other = kept + keep_greys(rng.normal(0, 0.05, (3, 4))) - keep_greys(np.zeros((3, 4)))
+        assert _grey_shift(other) < 1e-9
+        assert np.linalg.norm(other - cast) >= np.linalg.norm(kept - cast) - 1e-12
+
+
+def test_faces_keep_the_white_balance_and_their_detail():
+    rng = np.random.default_rng(22)
+    crops = np.clip(_photo(23, (64, 64))[None].astype(np.float32) / 255, 0, 1)
+    cast = np.array([[1.0, 0.0, 0.0, 0.06], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.9, -0.04]])  # warmer
+    detail = rng.normal(0, 0.02, crops.shape).astype(np.float32)
+    restored = np.clip(apply_colour_map(crops[0], cast)[None] + detail, 0, 1)
+    kept = keep_white_balance(restored, crops)
+    before = _grey_shift(faces_colour_map(crops, restored))
+    # measured again (the fit is pulled towards the identity, so a little of the cast stays in it)
+    assert before > 0.05 and _grey_shift(faces_colour_map(crops, kept)) < before / 5
+    # only an affine colour function of the crop was taken away: the model's detail stays
+    taken = (restored - kept).reshape(-1, 3)
+    sources = crops.reshape(-1, 3)
+    fitted = fit_colour_map(sources, taken, np.full(len(sources), 1 / len(sources)), ridge=0.0)
+    residual = taken - (sources @ fitted[:, :3].T + fitted[:, 3])
+    assert np.abs(taken).max() > 0.03 and np.quantile(np.abs(residual), 0.99) < 1e-3
 
 
 # ---- in the pipeline ----------------------------------------------------------------------------
@@ -184,6 +226,23 @@ def test_a_black_and_white_photo_stays_grey_around_its_faces(small_checkpoint):
     assert np.array_equal(result.image[..., 0], result.image[..., 1])
 
 
+def test_keep_white_balance_keeps_greys_in_the_faces_and_around_them(small_checkpoint):
+    image = _photo(24)
+    landmarks = _face_landmarks(200, 150, 50)[None]
+    plain = FaceRestorer(model=small_checkpoint, detector=FixedDetector(landmarks), weight=1.0).restore(image)
+    restorer = FaceRestorer(model=small_checkpoint, detector=FixedDetector(landmarks), weight=1.0, keep_white_balance=True)
+    result = restorer.restore(image)
+    face = result.faces[0]
+    # random weights: the model casts its colours far off; kept, the face's change keeps greys
+    before = _grey_shift(faces_colour_map(plain.faces[0].aligned[None], plain.faces[0].restored[None]))
+    assert before > 0.05 and _grey_shift(faces_colour_map(face.aligned[None], face.restored[None])) < before / 5
+    # the photo around the face gets the faces' colour change without its cast
+    photo_map = keep_greys(faces_colour_map(face.aligned[None], face.restored[None]))
+    outside = _outside_faces(restorer, result, image.shape)
+    expected = apply_colour_map(restorer.restore_background(image, 1.0), photo_map)
+    np.testing.assert_array_equal(result.image[outside], expected[outside])
+
+
 def test_aligned_faces_in_the_models_framing_have_no_background(small_checkpoint):
     face = _photo(7, (128, 128))
     result = FaceRestorer(model=small_checkpoint, aligned="model", weight=1.0).restore(face)
@@ -198,7 +257,7 @@ def test_the_command_line_reports_the_background_weight_and_can_turn_it_off(smal
     folder = tmp_path / "in"
     folder.mkdir()
     write_image(folder / "face.png", _photo(8, (128, 128)))
-    for flag, expected in ((None, 1.0), ("--no-background", None)):
+    for flag, expected in ((None, 1.0), ("--no-background", None), ("--keep-white-balance", 1.0)):
         out = tmp_path / f"out-{flag}"
         argv = ["restore", str(folder), "-o", str(out), "--aligned", "--template", "celeba-hq", "--model",
                 small_checkpoint, "--weight", "1", "--report"] + ([flag] if flag else [])

@@ -88,6 +88,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="on a toned photo (sepia, cyanotype, a tinted black-and-white scan) give the restored faces "
                         "the photo's tone (default); --no-keep-tone keeps the model's colours. Black-and-white photos "
                         "always get grey faces")
+    parser.add_argument("--keep-white-balance", action="store_true",
+                        help="on a colour photo, keep its white balance: the faces (and the photo around them) get the "
+                        "model's brightness, contrast and saturation changes but no colour cast added or taken off "
+                        "(the model warms cool photos towards the skin of its training faces)")
     parser.add_argument("--surroundings", action="store_true",
                         help="for a model trained on a framing tighter than FFHQ's (faceprior-256), also restore each "
                         "face's surroundings (hair, neck, background near it) with a second pass in the FFHQ framing, "
@@ -146,7 +150,7 @@ def restorer_options(args: argparse.Namespace) -> dict:
         device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
         face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
         template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone,
-        surroundings=args.surroundings, background=args.background)
+        keep_white_balance=args.keep_white_balance, surroundings=args.surroundings, background=args.background)
 
 
 def run_restore(args: argparse.Namespace) -> int:

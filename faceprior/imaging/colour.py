@@ -15,7 +15,7 @@ import numpy as np
 
 from faceprior.imaging.pixels import from_float01, to_float01
 
-__all__ = ["IDENTITY_COLOUR_MAP", "apply_colour_map", "fit_colour_map"]
+__all__ = ["IDENTITY_COLOUR_MAP", "apply_colour_map", "fit_colour_map", "keep_greys"]
 
 #: [3, 4]: changes nothing
 IDENTITY_COLOUR_MAP = np.concatenate([np.eye(3), np.zeros((3, 1))], axis=1)
@@ -32,6 +32,18 @@ def fit_colour_map(sources: np.ndarray, targets: np.ndarray, weights: np.ndarray
     w = np.asarray(weights, np.float64)[:, None]
     gram = x.T @ (w * x) + ridge * np.eye(4)
     return np.linalg.solve(gram, x.T @ (w * y) + ridge * IDENTITY_COLOUR_MAP.T).T
+
+
+def keep_greys(matrix: np.ndarray) -> np.ndarray:
+    """The [3, 4] map nearest to ``matrix`` (least squares over its entries) that takes every grey
+    to a grey: the same brightness, contrast, saturation and hue changes, without the colour cast
+    (a grey moved towards a colour) that ``matrix`` adds or takes off. Its three rows sum alike and
+    its three offsets are equal. Returns float64 [3, 4]."""
+    matrix = np.array(matrix, np.float64)
+    sums = matrix[:, :3].sum(axis=1)
+    matrix[:, :3] -= ((sums - sums.mean()) / 3)[:, None]
+    matrix[:, 3] = matrix[:, 3].mean()
+    return matrix
 
 
 def apply_colour_map(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
-from faceprior.imaging.colour import apply_colour_map, fit_colour_map
+from faceprior.imaging.colour import apply_colour_map, fit_colour_map, keep_greys
 from faceprior.imaging.pixels import (dtype_max, from_float01, gray_as_rgb, looks_gray, rgb_to_gray, to_float01,
                                       to_rgb_array, to_uint8)
 from faceprior.imaging.resize import upscale_lanczos
@@ -266,11 +266,13 @@ class PhotoColour:
 
     gray: the photo is black and white in content (``looks_gray``): the faces are made grey.
     tone: the photo is a toned print (``photo_tone``): the faces' change gets its tint.
-    Neither: the model's colours are kept.
+    white_balance: a colour photo whose white balance the faces keep (``keep_white_balance``).
+    None of them: the model's colours are kept.
     """
 
     gray: bool = False
     tone: Optional[Tone] = None
+    white_balance: bool = False
 
     def apply(self, restored: np.ndarray, crops: np.ndarray) -> np.ndarray:
         """Restored faces [N, S, S, 3] made to match, given the crops [N, S, S, 3] they came from."""
@@ -278,7 +280,20 @@ class PhotoColour:
             return gray_as_rgb(restored)  # no colour invented on black-and-white photos
         if self.tone is not None:
             return self.tone.apply_change(restored, crops)  # nor skin colours on a sepia print
+        if self.white_balance:
+            return keep_white_balance(restored, crops)  # nor a colour cast on a colour photo
         return restored
+
+    def apply_photo(self, image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """A whole photo [H, W, 3] changed from its ``pixels`` by the faces' colour map, made to
+        match: grey or toned as the faces are (the map keeps greys already, ``photo_map``)."""
+        return image if self.white_balance else self.apply(image, pixels)
+
+    def photo_map(self, crops: np.ndarray, restored: np.ndarray) -> np.ndarray:
+        """The [3, 4] colour map that the photo around faces [N, S, S, 3] gets: the faces' own colour
+        change (``faces_colour_map``), keeping greys with ``white_balance``."""
+        matrix = faces_colour_map(crops, restored)
+        return keep_greys(matrix) if self.white_balance else matrix
 
 
 @dataclass
@@ -343,6 +358,13 @@ class FaceRestorer:
             ``faceprior.imaging.tone.photo_tone``), give the restored faces the photo's tint at each
             brightness instead of the model's skin colours (default). Black-and-white photos always
             get grey faces.
+        keep_white_balance: on a colour photo, keep its white balance: each face's colour change,
+            measured as one affine colour map, loses its colour cast (``keep_white_balance``: greys
+            stay grey; brightness, contrast and saturation change as the model changed them), and so
+            does the photo's with ``background``. Off by default: the face model takes casts off
+            faces (the paper's degradations shift colour channels), which gains on the synthetic test
+            sets, but on real photos it also warms cool ones towards the skin of its training faces
+            (docs/no_harm.md, section 8).
         surroundings: for a model trained on a framing tighter than FFHQ's (faceprior-256:
             CelebA-HQ crops), also restore each face's surroundings: the model runs a second time
             on the face's FFHQ-framed crop (hair, ears, neck, the background near the face), that
@@ -368,7 +390,8 @@ class FaceRestorer:
                  face_masker: Union[FaceMasker, str, None] = None, bg_tile: int = 400,
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
-                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True, surroundings: bool = False,
+                 faces: Optional[Sequence[int]] = None, keep_tone: bool = True, keep_white_balance: bool = False,
+                 surroundings: bool = False,
                  background: bool = True):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
@@ -420,6 +443,7 @@ class FaceRestorer:
             raise OptionError(f"faces must be face positions >= 0 (0 = the largest face), got {list(faces)!r}")
         self.faces = None if faces is None else tuple(sorted(set(faces)))
         self.keep_tone = bool(keep_tone)
+        self.keep_white_balance = bool(keep_white_balance)
         #: the framing the surroundings are restored in (FFHQ's template at S), or None
         self.surroundings_template = None
         ffhq = named_template("ffhq", self.input_size)
@@ -574,10 +598,11 @@ class FaceRestorer:
         return Surroundings(matrices, crops, restored, weights)
 
     def photo_colour(self, pixels: np.ndarray) -> PhotoColour:
-        """Whether a photo [H, W, 3] is black and white, toned (with ``keep_tone``), or in colour."""
+        """Whether a photo [H, W, 3] is black and white, toned (with ``keep_tone``), or in colour (its
+        white balance kept with ``keep_white_balance``)."""
         if looks_gray(pixels):
             return PhotoColour(gray=True)
-        return PhotoColour(tone=photo_tone(pixels) if self.keep_tone else None)
+        return PhotoColour(tone=photo_tone(pixels) if self.keep_tone else None, white_balance=self.keep_white_balance)
 
     def background_weight(self, photo: PreparedPhoto, weights: np.ndarray) -> Optional[float]:
         """How much of the photo restorer's change a photo gets around its faces (``background``):
@@ -628,11 +653,11 @@ class FaceRestorer:
             # detail never lies under a face (the face model is the judge of faces).
             base, around_faces = pixels, None
             if background_weight is not None and background_weight >= BACKGROUND_MIN_WEIGHT:
-                colour_map = faces_colour_map(photo.crops, restored)
+                colour_map = colour.photo_map(photo.crops, restored)
                 base = apply_colour_map(pixels, colour_map)
                 around_faces = apply_colour_map(self.restore_background(pixels, background_weight), colour_map)
                 # black-and-white photos stay grey, toned ones keep their tone (as the faces do)
-                base, around_faces = colour.apply(base, pixels), colour.apply(around_faces, pixels)
+                base, around_faces = colour.apply_photo(base, pixels), colour.apply_photo(around_faces, pixels)
                 watch.lap("background")
             out = base if self.upscale == 1 else self.upsampler.upsample(base, self.upscale)
             if around_faces is not None and self.upscale != 1:
@@ -864,6 +889,20 @@ def faces_colour_map(crops: np.ndarray, restored: np.ndarray) -> np.ndarray:
     sources = to_float01(crops)[:, ::step, ::step].reshape(-1, 3)
     targets = to_float01(restored)[:, ::step, ::step].reshape(-1, 3)
     return fit_colour_map(sources, targets, np.tile(window / window.sum() / len(crops), len(crops)))
+
+
+def keep_white_balance(restored: np.ndarray, crops: np.ndarray) -> np.ndarray:
+    """Restored faces [N, S, S, 3] whose colour change from their ``crops`` keeps greys grey: each
+    face's change, measured as one affine colour map (``faces_colour_map``), is replaced by the
+    nearest map that keeps greys (``keep_greys``): brightness, contrast and saturation change as
+    the model changed them, but no colour cast is added or taken off (a bluish photo's faces stay
+    in its light, rather than turning to the warm skin of the training faces). Returns the crops' dtype."""
+    out, source = to_float01(restored).astype(np.float32), to_float01(crops).astype(np.float32)
+    for i in range(len(out)):
+        matrix = faces_colour_map(crops[i:i + 1], restored[i:i + 1])
+        cast = (keep_greys(matrix) - matrix).astype(np.float32)  # the map's colour cast, negated
+        out[i] += source[i] @ cast[:, :3].T + cast[:, 3]
+    return from_float01(np.clip(out, 0.0, 1.0), np.asarray(crops).dtype)
 
 
 def without_colour_change(restored: np.ndarray, crops: np.ndarray) -> np.ndarray:

@@ -116,7 +116,8 @@ class RestorerCache:
             restorer = FaceRestorer(model=self._descriptors.get(model, model), detector=self._detector,
                                     upscale=options.upscale, weight=options.weight, fidelity=options.fidelity,
                                     only_center_face=options.only_center_face, faces=options.faces,
-                                    keep_tone=options.keep_tone, surroundings=options.surroundings,
+                                    keep_tone=options.keep_tone, keep_white_balance=options.keep_white_balance,
+                                    surroundings=options.surroundings,
                                     background=options.background,
                                     batch_size=self.batch_size, device=self.device, precision=self.precision)
             self._descriptors.setdefault(model, restorer.descriptor)

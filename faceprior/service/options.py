@@ -22,8 +22,8 @@ OUTPUT_FORMATS = ("png", "jpg", "webp")
 #: Largest --upscale the service accepts (the page offers 1 to 4).
 MAX_UPSCALE = 4.0
 
-FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "surroundings", "background",
-          "format")
+FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "keep_white_balance", "surroundings",
+          "background", "format")
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,8 @@ class RestoreOptions:
     model: a catalogue name (None: the server's default). weight: "auto" or a number in [0, 1].
     fidelity: None or [0, 1] (models with a fidelity control). upscale: [1, MAX_UPSCALE].
     faces: None (all) or face positions, largest first ("none" in a form: ``()``, no face).
-    keep_tone, surroundings, background: as ``faceprior restore --no-keep-tone`` / ``--surroundings`` /
-    ``--no-background``.
+    keep_tone, keep_white_balance, surroundings, background: as ``faceprior restore --no-keep-tone`` /
+    ``--keep-white-balance`` / ``--surroundings`` / ``--no-background``.
     format: one of OUTPUT_FORMATS or None.
     """
 
@@ -45,6 +45,7 @@ class RestoreOptions:
     only_center_face: bool = False
     faces: Optional[Tuple[int, ...]] = None
     keep_tone: bool = True
+    keep_white_balance: bool = False
     surroundings: bool = False
     background: bool = True
     format: Optional[str] = None
@@ -94,6 +95,7 @@ def parse_options(fields: Mapping[str, str], models: Tuple[str, ...]) -> Restore
         values["upscale"] = _number("upscale", fields["upscale"], 1.0, MAX_UPSCALE)
     values["only_center_face"] = _boolean("only_center_face", fields.get("only_center_face", ""))
     values["keep_tone"] = _boolean("keep_tone", fields.get("keep_tone", "true"))
+    values["keep_white_balance"] = _boolean("keep_white_balance", fields.get("keep_white_balance", ""))
     values["surroundings"] = _boolean("surroundings", fields.get("surroundings", ""))
     values["background"] = _boolean("background", fields.get("background", "true"))
     faces = fields.get("faces", "").strip()
