@@ -1,5 +1,6 @@
-"""What `--weight auto` costs: the blend-weight estimator against the restoration it weighs, and
-the photo restorer that restores the photo around the faces as much as they were restored.
+"""What `--weight auto` costs: the blend-weight estimator against the restoration it weighs, the
+photo restorer that restores the photo around the faces as much as they were restored, and the
+landmark refiner.
 
 Times, per face and interleaved in one run (median of --repeats rounds after a warm-up):
   estimator-256   BlendWeightNet on a 256 px face pair (faceprior-256's size)
@@ -8,6 +9,7 @@ Times, per face and interleaved in one run (median of --repeats rounds after a w
   gfpgan-512      a full-size GFPGANv1Clean (random weights), fast CPU path, float32
   photo-512       PhotoRestorerNet on a whole 512 x 512 photo (per photo; a photo of N pixels
                   costs about N / 512^2 times this)
+  landmarks       refine_landmarks (alignment to a 256 px crop, LandmarkRefinerNet) per face of a 512 photo
 and prints the estimator's time as a fraction of each restoration's, and the photo restorer's
 against one face's restoration.
 
@@ -22,10 +24,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from faceprior.face.landmark_refinement import refine_landmarks
+from faceprior.face.templates import named_template
 from faceprior.inference import optimize
 from faceprior.models.gfpgan_clean import RELEASED_OPTIONS
 from faceprior.models.loading import describe_network, resolve_model
@@ -43,6 +48,9 @@ def main() -> None:
     batch = args.batch
     estimator = resolve_model("blend-weight").network.eval()
     photo_restorer = resolve_model("photo-restorer").network.eval()
+    refiner = resolve_model("landmark-refiner").network.eval()
+    photo = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    faces = np.repeat(named_template("ffhq", 512)[None], batch, axis=0)
     small = resolve_model("faceprior-256")
     small_fast = optimize(small)
     big = describe_network(GFPGANv1Clean(**RELEASED_OPTIONS).eval())
@@ -54,6 +62,7 @@ def main() -> None:
         "faceprior-256": lambda: small.restore(x256 * 2 - 1, network=small_fast),
         "gfpgan-512": lambda: big.restore(x512 * 2 - 1, network=big_fast),
         "photo-512": lambda: photo_restorer(x512),
+        "landmarks": lambda: refine_landmarks(refiner, photo, faces),
     }
     times: dict[str, list[float]] = {name: [] for name in calls}
     with torch.no_grad():
@@ -72,6 +81,8 @@ def main() -> None:
     print(f"photo restorer: {macs_per_pixel(photo_restorer) / 1e3:.1f} k multiply-adds per photo pixel")
     print(f"photo restorer on a 512 photo / one faceprior-256 face: {ms['photo-512'] / ms['faceprior-256']:.2f}")
     print(f"photo restorer on a 512 photo / one gfpgan-512 face:    {ms['photo-512'] / ms['gfpgan-512']:.3f}")
+    print(f"landmark refiner / faceprior-256 restoration: {ms['landmarks'] / ms['faceprior-256']:.3f}")
+    print(f"landmark refiner / gfpgan-512 restoration:    {ms['landmarks'] / ms['gfpgan-512']:.4f}")
 
 
 if __name__ == "__main__":

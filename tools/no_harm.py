@@ -13,7 +13,7 @@ and the gain. The identity metric is dlib's face descriptor distance (offline; <
 Per face, the weight the restorer chose is summarised (``--weight auto``).
 
     .venv/bin/python tools/no_harm.py [--weight auto|W] [--model NAME|PATH] [--sets sharp-512,lq-512,...]
-        [--sample N] [--surroundings] [--no-background] [--keep-white-balance] [--work DIR]
+        [--sample N] [--surroundings] [--no-background] [--keep-white-balance] [--no-refine-landmarks] [--work DIR]
 
 Test sets are made once in --work (default ~/.cache/faceprior/no-harm), outside the repository.
 """
@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--surroundings", action="store_true", help="also restore each face's surroundings (faceprior restore --surroundings)")
     parser.add_argument("--background", action=argparse.BooleanOptionalAction, default=True,
                         help="restore the photo around the faces (default; faceprior restore --no-background turns it off)")
+    parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                        help="refine the detected landmarks (default; faceprior restore --no-refine-landmarks turns it off)")
     parser.add_argument("--keep-white-balance", action="store_true",
                         help="keep each colour photo's white balance (faceprior restore --keep-white-balance)")
     parser.add_argument("--identity", action=argparse.BooleanOptionalAction, default=True,
@@ -77,11 +79,12 @@ def main() -> None:
         raise SystemExit(f"needs the face photos in {DATA}")
     weight = args.weight if args.weight == "auto" else float(args.weight)
     restorer = FaceRestorer(model=args.model, weight=weight, surroundings=args.surroundings, background=args.background,
-                            keep_white_balance=args.keep_white_balance)
+                            keep_white_balance=args.keep_white_balance, refine_landmarks=args.refine_landmarks)
     print(f"model {restorer.choice.name}, weight {args.weight}, {restorer.precision_note}"
           + (", surroundings restored" if restorer.surroundings_template is not None else "")
           + (", background restored" if args.background else ", background not restored")
-          + (", white balance kept" if args.keep_white_balance else ""))
+          + (", white balance kept" if args.keep_white_balance else "")
+          + ("" if args.refine_landmarks else ", landmarks as detected"))
     identity = None
     if args.identity:
         try:

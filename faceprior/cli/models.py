@@ -23,6 +23,7 @@ _KIND_TITLES = {
     "restoration": "restoration models (--model NAME)",
     "estimator": "blend-weight estimators (--weight auto)",
     "background": "photo restorers around the faces (--no-background turns it off)",
+    "landmarks": "landmark refiners for degraded faces (--no-refine-landmarks turns it off)",
     "detector": "face detectors (--detector)",
     "parser": "face parsers (--parse-mask)",
     "upsampler": "background upsamplers (--bg-upsampler)",

@@ -88,6 +88,10 @@ def add_restore_command(subparsers: argparse._SubParsersAction) -> None:
                         help="on a toned photo (sepia, cyanotype, a tinted black-and-white scan) give the restored faces "
                         "the photo's tone (default); --no-keep-tone keeps the model's colours. Black-and-white photos "
                         "always get grey faces")
+    parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=True,
+                        help="move the detector's landmarks of each face to where it would have put them on the sharp "
+                        "face, so that blurred faces are aligned closer to the model's template (default); "
+                        "--no-refine-landmarks uses the detector's as they are")
     parser.add_argument("--keep-white-balance", action="store_true",
                         help="on a colour photo, keep its white balance: the faces (and the photo around them) get the "
                         "model's brightness, contrast and saturation changes but no colour cast added or taken off "
@@ -150,7 +154,7 @@ def restorer_options(args: argparse.Namespace) -> dict:
         device=str(args.device), upsampler=args.bg_upsampler, bg_tile=args.bg_tile,
         face_masker="parsenet" if args.parse_mask else None, precision=args.precision,
         template=None if args.aligned else args.template, fidelity=args.fidelity, keep_tone=args.keep_tone,
-        keep_white_balance=args.keep_white_balance, surroundings=args.surroundings, background=args.background)
+        keep_white_balance=args.keep_white_balance, refine_landmarks=args.refine_landmarks, surroundings=args.surroundings, background=args.background)
 
 
 def run_restore(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from faceprior.models import (
     gfpgan_clean,
     gfpgan_v1,
     gpen,
+    landmark_refiner,
     photo_restorer,
     restoreformer,
     rrdbnet,
@@ -82,6 +83,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         rrdbnet.ARCHITECTURE,
         blend_estimator.ARCHITECTURE,
         photo_restorer.ARCHITECTURE,
+        landmark_refiner.ARCHITECTURE,
     )
 }
 

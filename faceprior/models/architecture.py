@@ -53,7 +53,8 @@ Shapes = Mapping[str, Sequence[int]]
 StateDictLike = Mapping[str, Union[torch.Tensor, Sequence[int]]]
 
 #: What a network is for. Only "restoration" networks restore faces (FaceRestorer, evaluate, export).
-PURPOSES = ("restoration", "generator", "discriminator", "identity", "upsampler", "background", "features", "estimator")
+PURPOSES = ("restoration", "generator", "discriminator", "identity", "upsampler", "background", "features", "estimator",
+            "landmarks")
 
 #: restore(network, x, fidelity, randomize_noise) -> restored faces; see Architecture.restore.
 RestoreCall = Callable[[nn.Module, torch.Tensor, Optional[float], bool], torch.Tensor]

@@ -25,6 +25,7 @@ from torch import nn
 from faceprior.errors import FacepriorError, OptionError
 from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, invert_affine, warp_affine
 from faceprior.face.edge_margin import EdgeMarginDetector
+from faceprior.face.landmark_refinement import refine_landmarks
 from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import gaussian_blur, make_parsing_masker
 from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
@@ -55,6 +56,8 @@ MIN_EYE_DISTANCE = 5.0
 BLEND_ESTIMATOR = "blend-weight"
 # The network that restores the photo around its faces (a catalogue name; it ships with the package).
 PHOTO_RESTORER = "photo-restorer"
+# The network that refines the detected landmarks of degraded faces (a catalogue name; it ships with the package).
+LANDMARK_REFINER = "landmark-refiner"
 #: a photo whose faces ask for less of the photo restorer than this is left as it is around them
 #: (a change of at most 5 % of the restorer's: invisible; and sharp photos do not pay for it)
 BACKGROUND_MIN_WEIGHT = 0.05
@@ -358,6 +361,10 @@ class FaceRestorer:
             ``faceprior.imaging.tone.photo_tone``), give the restored faces the photo's tint at each
             brightness instead of the model's skin colours (default). Black-and-white photos always
             get grey faces.
+        refine_landmarks: move the detector's landmarks of each face to where it would have put them
+            on the sharp face (``LandmarkRefinerNet``, catalogue name ``landmark-refiner``): a degraded
+            face is then aligned closer to the model's template (docs/no_harm.md, section 9; default
+            True). No effect for aligned input.
         keep_white_balance: on a colour photo, keep its white balance: each face's colour change,
             measured as one affine colour map, loses its colour cast (``keep_white_balance``: greys
             stay grey; brightness, contrast and saturation change as the model changed them), and so
@@ -391,7 +398,7 @@ class FaceRestorer:
                  device: str | torch.device = "cpu", cache_dir: Optional[str] = None,
                  precision: str = "fp32", template: Optional[str] = None, fidelity: Optional[float] = None,
                  faces: Optional[Sequence[int]] = None, keep_tone: bool = True, keep_white_balance: bool = False,
-                 surroundings: bool = False,
+                 surroundings: bool = False, refine_landmarks: bool = True,
                  background: bool = True):
         if not upscale >= 1:
             raise OptionError(f"upscale must be >= 1, got {upscale}")
@@ -436,6 +443,10 @@ class FaceRestorer:
         self.photo_restorer = None
         if background and not self.whole_crop:
             self.photo_restorer = resolve_model(PHOTO_RESTORER, device=self.device, cache_dir=cache_dir).network.eval()
+        #: the network that refines detected landmarks (``refine_landmarks``), or None (off, or aligned input)
+        self.landmark_refiner = None
+        if refine_landmarks and not self.aligned:
+            self.landmark_refiner = resolve_model(LANDMARK_REFINER, device=self.device, cache_dir=cache_dir).network.eval()
         self.only_center_face = only_center_face
         self.min_face = float(min_face)
         self.max_faces = max_faces
@@ -506,10 +517,13 @@ class FaceRestorer:
 
     def detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Detected and filtered faces of an [H, W, 3] photo: boxes [N, 4], scores [N],
-        landmarks [N, 5, 2], largest first after the filters of this restorer."""
+        landmarks [N, 5, 2] (refined with ``refine_landmarks``), largest first after the filters of this restorer."""
         boxes, scores, landmarks = self.detector.detect_arrays(np.ascontiguousarray(to_uint8(pixels)))
-        return select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks),
-                            pixels.shape[:2], self.min_face, self.only_center_face, self.max_faces, self.faces)
+        boxes, scores, landmarks = select_faces(np.asarray(boxes), np.asarray(scores), np.asarray(landmarks), pixels.shape[:2],
+                                                self.min_face, self.only_center_face, self.max_faces, self.faces)
+        if self.landmark_refiner is not None and len(landmarks):
+            landmarks = refine_landmarks(self.landmark_refiner, pixels, landmarks)
+        return boxes, scores, landmarks
 
     def restore(self, image: Any) -> Result:
         """Restore the faces of one photo. On a photo that is grey in content (``looks_gray``, e.g. a

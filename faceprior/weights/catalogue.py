@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 #: What a weight file is for, in the order ``faceprior models`` lists them.
-KINDS = ("restoration", "estimator", "background", "detector", "parser", "upsampler", "metric", "training")
+KINDS = ("restoration", "estimator", "background", "landmarks", "detector", "parser", "upsampler", "metric", "training")
 
 #: Where bundled weight files live: the package's data folder (installed with it, see pyproject.toml).
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -232,6 +232,13 @@ _ENTRIES = (
         sha256="3bf7bc1ba39f3a33a83a0e8b456851e7fd57d2d395dbf6f991da45fe5238c9fb", size=2504864,
         license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
         description="restores the photo around its faces (blur, noise, JPEG) as much as they were restored; ships with the package"),
+    WeightFile(
+        name="landmark-refiner", kind="landmarks", filename="landmark-refiner.safetensors", bundled=True,
+        arch="LandmarkRefinerNet",
+        # tools/train_landmark_refiner.py (docs/no_harm.md, section 9)
+        sha256="fcd4650fce9179f6d431250c905040e5368bc716466d134cfe5e74666629d848", size=1932648,
+        license="non-commercial research (trained on CelebA-HQ)", source="docs/no_harm.md",
+        description="moves the detector's landmarks of a degraded face to where it would put them on the sharp face; ships with the package"),
     # --- face detection and parsing ---------------------------------------------------------
     *(WeightFile(
         name=f"mtcnn-{net}", kind="detector", filename=f"mtcnn/{net}.pt", bundled=True, sha256=sha256, size=size,
