@@ -302,12 +302,12 @@ def test_a_failing_restoration_is_a_json_error_and_the_service_goes_on(tmp_path)
 def test_options_parse_and_refuse():
     options = parse_options({"weight": "0.25", "faces": "2,0,2", "only_center_face": "true", "format": "JPEG",
                              "model": "codeformer", "fidelity": "0.7", "keep_tone": "false", "surroundings": "on",
-                             "keep_white_balance": "true"}, ("codeformer",))
+                             "keep_white_balance": "true", "refine_landmarks": "false"}, ("codeformer",))
     assert options == RestoreOptions(model="codeformer", weight=0.25, fidelity=0.7, only_center_face=True,
                                      faces=(0, 2), keep_tone=False, keep_white_balance=True, surroundings=True,
-                                     format="jpg")
+                                     refine_landmarks=False, format="jpg")
     assert parse_options({}, ()) == RestoreOptions() and RestoreOptions().keep_tone and not RestoreOptions().surroundings
-    assert not RestoreOptions().keep_white_balance
+    assert not RestoreOptions().keep_white_balance and RestoreOptions().refine_landmarks
     assert parse_options({"faces": "none"}, ()).faces == ()
     for fields in ({"faces": "-1"}, {"only_center_face": "maybe"}, {"fidelity": "nan"}, {"path": "x"},
                    {"surroundings": "perhaps"}):
@@ -382,7 +382,9 @@ def test_a_video_job_returns_the_cli_video(service, tmp_path, monkeypatch):
 def test_the_tone_and_surroundings_options_reach_the_restorer():
     restorers = RestorerCache(default_model="faceprior-256")  # the bundled model: framed tighter than FFHQ
     plain = restorers.get(RestoreOptions())
-    changed = restorers.get(RestoreOptions(keep_tone=False, keep_white_balance=True, surroundings=True))
+    changed = restorers.get(RestoreOptions(keep_tone=False, keep_white_balance=True, surroundings=True,
+                                           refine_landmarks=False))
     assert plain.keep_tone and not changed.keep_tone and changed is not plain
     assert not plain.keep_white_balance and changed.keep_white_balance
+    assert plain.landmark_refiner is not None and changed.landmark_refiner is None
     assert plain.surroundings_template is None and changed.surroundings_template is not None

@@ -260,7 +260,8 @@ def create_app(settings: ServiceSettings, queue: Optional[JobQueue] = None) -> F
 
     @app.post("/api/restore", summary="Restore one photo and wait for it",
               description="Multipart form: `file` and the options (model, weight, fidelity, upscale, "
-              "only_center_face, faces, keep_tone, keep_white_balance, surroundings, background, format). Returns the restored image, or with `?response=json` the job "
+              "only_center_face, faces, keep_tone, keep_white_balance, surroundings, background, refine_landmarks, "
+              "format). Returns the restored image, or with `?response=json` the job "
               "(faces with boxes, scores and chosen weights; `result_url`).")
     async def restore(request: Request, response: str = "image") -> Response:
         if response not in ("image", "json"):

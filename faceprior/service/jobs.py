@@ -118,7 +118,7 @@ class RestorerCache:
                                     only_center_face=options.only_center_face, faces=options.faces,
                                     keep_tone=options.keep_tone, keep_white_balance=options.keep_white_balance,
                                     surroundings=options.surroundings,
-                                    background=options.background,
+                                    background=options.background, refine_landmarks=options.refine_landmarks,
                                     batch_size=self.batch_size, device=self.device, precision=self.precision)
             self._descriptors.setdefault(model, restorer.descriptor)
             self._restorers[key] = restorer

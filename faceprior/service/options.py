@@ -23,7 +23,7 @@ OUTPUT_FORMATS = ("png", "jpg", "webp")
 MAX_UPSCALE = 4.0
 
 FIELDS = ("model", "weight", "fidelity", "upscale", "only_center_face", "faces", "keep_tone", "keep_white_balance", "surroundings",
-          "background", "format")
+          "background", "refine_landmarks", "format")
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,9 @@ class RestoreOptions:
     model: a catalogue name (None: the server's default). weight: "auto" or a number in [0, 1].
     fidelity: None or [0, 1] (models with a fidelity control). upscale: [1, MAX_UPSCALE].
     faces: None (all) or face positions, largest first ("none" in a form: ``()``, no face).
-    keep_tone, keep_white_balance, surroundings, background: as ``faceprior restore --no-keep-tone`` /
-    ``--keep-white-balance`` / ``--surroundings`` / ``--no-background``.
+    keep_tone, keep_white_balance, surroundings, background, refine_landmarks: as ``faceprior restore
+    --no-keep-tone`` / ``--keep-white-balance`` / ``--surroundings`` / ``--no-background`` /
+    ``--no-refine-landmarks``.
     format: one of OUTPUT_FORMATS or None.
     """
 
@@ -48,6 +49,7 @@ class RestoreOptions:
     keep_white_balance: bool = False
     surroundings: bool = False
     background: bool = True
+    refine_landmarks: bool = True
     format: Optional[str] = None
 
     def to_json(self) -> dict:
@@ -98,6 +100,7 @@ def parse_options(fields: Mapping[str, str], models: Tuple[str, ...]) -> Restore
     values["keep_white_balance"] = _boolean("keep_white_balance", fields.get("keep_white_balance", ""))
     values["surroundings"] = _boolean("surroundings", fields.get("surroundings", ""))
     values["background"] = _boolean("background", fields.get("background", "true"))
+    values["refine_landmarks"] = _boolean("refine_landmarks", fields.get("refine_landmarks", "true"))
     faces = fields.get("faces", "").strip()
     if faces == "none":
         values["faces"] = ()
