@@ -220,6 +220,16 @@ def warp_affine(
     return np.stack(outputs) if (image_batched or matrix_batched) else outputs[0]
 
 
+def aligned_crops(pixels: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
+    """The crops [N, S, S, 3] (the pixels' dtype) of a photo [H, W, 3] through ``matrices`` [N, 2, 3]
+    (photo -> crop), facexlib's grey where a crop leaves the photo."""
+    if not len(matrices):
+        return np.zeros((0, size, size, 3), pixels.dtype)
+    grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
+    crops = warp_affine(pixels, np.asarray(matrices).reshape(-1, 2, 3), size, border="constant", border_value=grey)
+    return crops if crops.ndim == 4 else crops[None]
+
+
 def align_face(
     image: np.ndarray,
     landmarks: np.ndarray,

@@ -12,12 +12,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, invert_affine, warp_affine
+from faceprior.face.align import aligned_crops, estimate_similarity, invert_affine
 from faceprior.face.templates import named_template
 from faceprior.imaging.pixels import to_uint8
 from faceprior.models.landmark_refiner import INPUT_SIZE, REFERENCE_FRAMING, REFERENCE_SIZE
 
-__all__ = ["refine_landmarks"]
+__all__ = ["refine_landmarks", "refiner_view"]
+
+
+def refiner_view(pixels: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the refiner sees of each face of an RGB photo ``pixels`` [H, W, 3] (uint8, uint16 or
+    float in [0, 1]) with landmarks [N, 5, 2]: the face aligned with them to the reference framing
+    (256 px crop, facexlib's grey outside the photo), averaged over 4 x 4 blocks: float32
+    [N, 64, 64, 3] in [0, 255]; and the matrices [N, 2, 3] photo -> 256 px crop."""
+    template = named_template(REFERENCE_FRAMING, REFERENCE_SIZE)
+    matrices = np.stack([estimate_similarity(points, template) for points in np.asarray(landmarks).reshape(-1, 5, 2)])
+    crops = aligned_crops(to_uint8(pixels), matrices, REFERENCE_SIZE)
+    block = REFERENCE_SIZE // INPUT_SIZE
+    return crops.reshape(-1, INPUT_SIZE, block, INPUT_SIZE, block, 3).astype(np.float32).mean(axis=(2, 4)), matrices
 
 
 @torch.inference_mode()
@@ -28,14 +40,9 @@ def refine_landmarks(network: nn.Module, pixels: np.ndarray, landmarks: np.ndarr
     landmarks = np.asarray(landmarks, np.float32).reshape(-1, 5, 2)
     if not len(landmarks):
         return landmarks
-    template = named_template(REFERENCE_FRAMING, REFERENCE_SIZE)
-    matrices = np.stack([estimate_similarity(points, template) for points in landmarks])
-    crops = warp_affine(to_uint8(pixels), matrices, REFERENCE_SIZE, border="constant",
-                        border_value=np.array(FACEXLIB_BORDER_RGB, np.float64)).reshape(-1, REFERENCE_SIZE, REFERENCE_SIZE, 3)
-    block = REFERENCE_SIZE // INPUT_SIZE
-    small = crops.reshape(-1, INPUT_SIZE, block, INPUT_SIZE, block, 3).astype(np.float32).mean(axis=(2, 4)) / 255.0
+    faces, matrices = refiner_view(pixels, landmarks)
     device = next(network.parameters()).device
-    offsets = network(torch.from_numpy(small).permute(0, 3, 1, 2).to(device)).float().cpu().numpy()
-    refined = template[None] + offsets                                            # in each face's crop
+    offsets = network(torch.from_numpy(faces / 255.0).permute(0, 3, 1, 2).to(device)).float().cpu().numpy()
+    refined = named_template(REFERENCE_FRAMING, REFERENCE_SIZE)[None] + offsets                                            # in each face's crop
     back = np.stack([invert_affine(matrix) for matrix in matrices])               # crop -> photo
     return (np.einsum("nij,nkj->nki", back[:, :, :2], refined) + back[:, None, :, 2]).astype(np.float32)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from faceprior.errors import FacepriorError, OptionError
-from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, invert_affine, warp_affine
+from faceprior.face.align import aligned_crops, estimate_similarity, invert_affine, warp_affine
 from faceprior.face.edge_margin import EdgeMarginDetector
 from faceprior.face.landmark_refinement import refine_landmarks
 from faceprior.face.mtcnn import MTCNN
@@ -33,7 +33,7 @@ from faceprior.face.retinaface import make_retinaface_detector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.colour import apply_colour_map, fit_colour_map, keep_greys
-from faceprior.imaging.pixels import (dtype_max, from_float01, gray_as_rgb, looks_gray, rgb_to_gray, to_float01,
+from faceprior.imaging.pixels import (from_float01, gray_as_rgb, looks_gray, rgb_to_gray, to_float01,
                                       to_rgb_array, to_uint8)
 from faceprior.imaging.resize import upscale_lanczos
 from faceprior.imaging.tone import Tone, photo_tone
@@ -873,16 +873,6 @@ def keep_detail(matrices: np.ndarray, weights: np.ndarray, upscale: float = 1.0)
     scale = np.sqrt(np.abs(np.linalg.det(matrices[:, :, :2]))) / float(upscale)  # crop px per output px
     replaces = np.clip((scale - 0.7) / 0.3, 0.0, 1.0)
     return 1.0 - replaces * np.clip(np.asarray(weights, np.float64), 0.0, 1.0)
-
-
-def aligned_crops(pixels: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
-    """The crops [N, S, S, 3] (the pixels' dtype) of a photo [H, W, 3] through ``matrices`` [N, 2, 3]
-    (photo -> crop), facexlib's grey where a crop leaves the photo."""
-    if not len(matrices):
-        return np.zeros((0, size, size, 3), pixels.dtype)
-    grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
-    crops = warp_affine(pixels, np.asarray(matrices).reshape(-1, 2, 3), size, border="constant", border_value=grey)
-    return crops if crops.ndim == 4 else crops[None]
 
 
 def face_scale(template: np.ndarray) -> float:

@@ -22,10 +22,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from faceprior.face.align import FACEXLIB_BORDER_RGB, estimate_similarity, warp_affine
+from faceprior.face.landmark_refinement import refiner_view
 from faceprior.face.templates import named_template
 from faceprior.imaging.io import read_image
-from faceprior.models.landmark_refiner import INPUT_SIZE, REFERENCE_FRAMING, REFERENCE_SIZE, LandmarkRefinerNet
+from faceprior.models.landmark_refiner import REFERENCE_FRAMING, REFERENCE_SIZE, LandmarkRefinerNet
 from faceprior.paths import PathLike
 from faceprior.training.blend_estimator import MILD
 from faceprior.training.degradations import DegradationConfig, apply_degradation, sample_degradation
@@ -49,7 +49,6 @@ def landmark_samples(files: Sequence[PathLike], detector, seed: int = 0,
     template = named_template(REFERENCE_FRAMING, REFERENCE_SIZE)
     names, weights = list(MODES), np.array(list(MODES.values()))
     rng = np.random.default_rng(seed)
-    block = REFERENCE_SIZE // INPUT_SIZE
     faces, offsets, start = [], [], time.perf_counter()
     for index, path in enumerate(files):
         mode = names[rng.choice(len(names), p=weights / weights.sum())]
@@ -66,9 +65,8 @@ def landmark_samples(files: Sequence[PathLike], detector, seed: int = 0,
         distances = np.linalg.norm(detected - found[0], axis=2).mean(axis=1) if len(found) and len(detected) else None
         nearest = None if distances is None else int(np.argmin(distances))
         if nearest is not None and distances[nearest] <= MAX_DETECTION_ERROR * np.linalg.norm(found[0][1] - found[0][0]):
-            matrix = estimate_similarity(detected[nearest], template)
-            crop = warp_affine(degraded, matrix, REFERENCE_SIZE, border="constant", border_value=np.array(FACEXLIB_BORDER_RGB))
-            faces.append(crop.reshape(INPUT_SIZE, block, INPUT_SIZE, block, 3).mean(axis=(1, 3)).round().astype(np.uint8))
+            (face,), (matrix,) = refiner_view(degraded, detected[nearest:nearest + 1])
+            faces.append(face.round().astype(np.uint8))
             offsets.append((found[0] @ matrix[:, :2].T + matrix[:, 2] - template).astype(np.float32))
         if log and (index + 1) % 1000 == 0:
             log(f"{index + 1} photos, {len(faces)} samples, {time.perf_counter() - start:.0f} s")
