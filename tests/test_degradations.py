@@ -245,6 +245,33 @@ def test_stronger_settings_give_lower_psnr(face_256):
     assert scores[0] > 30 and scores[1] < 25 and scores[0] > scores[1] + 8, scores
 
 
+def test_enlarged_faces_are_degraded_at_their_larger_size_and_shrunk_back(face_256):
+    """enlarge_prob: the face is degraded as part of a larger photo: a given blur, downsampling and
+    JPEG cost less once shrunk back; off (None), the official draws and images are as before."""
+    settings = dict(IDENTITY, blur_sigma=(3.0, 3.0), downsample_range=(4.0, 4.0), jpeg_range=(60, 60))
+    plain, plain_params = degrade(face_256, DegradationConfig(**settings), seed=4)
+    larger, params = degrade(face_256, DegradationConfig(**settings, enlarge_prob=1.0, enlarge_range=(2.0, 2.0)), seed=4)
+    assert plain_params.enlarge == 1.0 and params.enlarge == 2.0
+    assert larger.shape == plain.shape == face_256.shape and larger.dtype == np.float32
+    assert psnr(larger, face_256) > psnr(plain, face_256) + 2
+    # the enlargement is drawn after every official draw: switched off, nothing else changes
+    lq_never, params_never = degrade(face_256, DegradationConfig(enlarge_prob=0.0), seed=11)
+    lq_default, params_default = degrade(face_256, DegradationConfig(), seed=11)
+    assert np.array_equal(lq_never, lq_default)
+    assert params_never == params_default
+    # how often, and within its range
+    draws = [sample_degradation(DegradationConfig(enlarge_prob=0.5, enlarge_range=(1.2, 1.6)), np.random.default_rng(i)).enlarge
+             for i in range(400)]
+    enlarged = [d for d in draws if d != 1.0]
+    assert 160 < len(enlarged) < 240 and all(1.2 <= d <= 1.6 for d in enlarged)
+    # the parameters reproduce the image; manifests written before the field read as 1
+    assert np.array_equal(apply_degradation(face_256, DegradationParams.from_dict(dataclasses.asdict(params))), larger)
+    old_entry = {k: v for k, v in dataclasses.asdict(plain_params).items() if k != "enlarge"}
+    assert DegradationParams.from_dict(old_entry) == plain_params
+    with pytest.raises(DegradationConfigError, match="enlarge_range"):
+        DegradationConfig(enlarge_range=(0.5, 2.0))
+
+
 def test_noise_has_the_sampled_sigma():
     gt = np.full((128, 128, 3), 0.5, dtype=np.float32)
     lq, params = degrade(gt, DegradationConfig(**dict(IDENTITY, noise_range=(10.0, 10.0))), seed=3)

@@ -133,6 +133,12 @@ class DegradationConfig:
         suggests True "if you do not want colorization").
     color_jitter_pt_prob: probability of the tensor colour jitter, whose factors are drawn
         from ``brightness``, ``contrast``, ``saturation`` and ``hue`` (None skips that one).
+    enlarge_prob / enlarge_range (this project's, not the paper's): with this probability the
+        face is degraded as part of a larger photo, as a 512 px photo's face is before the
+        pipeline shrinks it into a 256 px model's crop: the GT is enlarged by a factor drawn from
+        ``enlarge_range`` (bicubic), degraded, and the LQ shrunk back to the GT's size
+        (antialiased), so blur, blocks and grain come out finer. None (default): never; the
+        official recipe's random draws are then unchanged.
     """
 
     blur_kernel_size: int = 41
@@ -152,6 +158,8 @@ class DegradationConfig:
     contrast: Optional[Range] = (0.5, 1.5)
     saturation: Optional[Range] = (0.0, 1.5)
     hue: Optional[Range] = (-0.1, 0.1)
+    enlarge_prob: Optional[float] = None
+    enlarge_range: Range = (1.2, 2.0)
 
     def __post_init__(self):
         try:
@@ -225,6 +233,8 @@ def _checked_config_fields(config: DegradationConfig) -> Dict[str, Any]:
         "contrast": _range("contrast", config.contrast, 0.0, inf, optional=True),
         "saturation": _range("saturation", config.saturation, 0.0, inf, optional=True),
         "hue": _range("hue", config.hue, -0.5, 0.5, optional=True),
+        "enlarge_prob": _probability("enlarge_prob", config.enlarge_prob),
+        "enlarge_range": _range("enlarge_range", config.enlarge_range, 1.0, 8.0, optional=False),
     }
 
 
@@ -247,6 +257,7 @@ class DegradationParams:
     gray: the LQ was turned grey. gt_gray: the GT should be turned grey too (``gray_image``).
     jitter_order: the tensor colour jitter operations in the order applied, or None.
     brightness, contrast, saturation, hue: their factors (None when not applied).
+    enlarge: the face was degraded at this many times its size, then shrunk back (1: not).
     """
 
     kernel_type: str
@@ -266,12 +277,16 @@ class DegradationParams:
     contrast: Optional[float]
     saturation: Optional[float]
     hue: Optional[float]
+    enlarge: float = 1.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "degradation parameters") -> "DegradationParams":
         """Inverse of ``dataclasses.asdict`` (e.g. one entry of a manifest); every field is
-        required and unknown keys are refused (DegradationConfigError naming ``source``)."""
+        required but ``enlarge`` (manifests written before it had none: 1) and unknown keys are
+        refused (DegradationConfigError naming ``source``)."""
         names = [f.name for f in dataclasses.fields(cls)]
+        if isinstance(data, Mapping) and "enlarge" not in data:
+            data = {**data, "enlarge": 1.0}
         if not isinstance(data, Mapping) or set(data) != set(names):
             given = sorted(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
             raise DegradationConfigError(f"{source}: expected exactly the keys {', '.join(names)}, got {given}")
@@ -317,6 +332,9 @@ def sample_degradation(config: DegradationConfig, rng: np.random.Generator) -> D
             factor_range = getattr(config, name)
             if factor_range is not None:
                 factors[name] = float(rng.uniform(*factor_range))
+    enlarge = 1.0  # drawn last, and only when configured: the official draws above stay as they were
+    if config.enlarge_prob is not None and rng.random() < config.enlarge_prob:
+        enlarge = float(rng.uniform(*config.enlarge_range))
 
     return DegradationParams(
         kernel_type=kernel_type,
@@ -333,6 +351,7 @@ def sample_degradation(config: DegradationConfig, rng: np.random.Generator) -> D
         gt_gray=gray and config.gt_gray,
         jitter_order=jitter_order,
         **factors,
+        enlarge=enlarge,
     )
 
 
@@ -546,17 +565,22 @@ def apply_degradation(gt_image: np.ndarray, params: DegradationParams) -> np.nda
     """
     gt = as_float_image(gt_image)
     height, width = gt.shape[:2]
+    if params.enlarge != 1.0:  # degraded as part of a larger photo, shrunk back below
+        gt = resize_bicubic(gt, round(height * params.enlarge), round(width * params.enlarge))
     images = torch.from_numpy(gt).permute(2, 0, 1)[None]
+    big_height, big_width = gt.shape[:2]
 
     images = filter2d(images, torch.from_numpy(degradation_kernel(params)))
-    images = resize_bilinear(images, *downsampled_size(height, width, params.scale))
+    images = resize_bilinear(images, *downsampled_size(big_height, big_width, params.scale))
     if params.noise_sigma is not None:
         noise_rng = np.random.default_rng(params.noise_seed)
         noise = noise_rng.standard_normal(tuple(images.shape), dtype=np.float32)
         images = (images + torch.from_numpy(noise) * np.float32(params.noise_sigma / 255.0)).clamp(0.0, 1.0)
     if params.jpeg_quality is not None:
         images = jpeg_roundtrip(images[0], params.jpeg_quality)[None]
-    images = resize_bilinear(images, height, width)
+    images = resize_bilinear(images, big_height, big_width)
+    if (big_height, big_width) != (height, width):
+        images = torch.from_numpy(resize_bicubic(images[0].permute(1, 2, 0).numpy(), height, width)).permute(2, 0, 1)[None]
 
     if params.color_shift is not None:
         shift = torch.tensor(params.color_shift, dtype=torch.float32).view(1, 3, 1, 1) / 255.0
