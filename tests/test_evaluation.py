@@ -36,7 +36,7 @@ from faceprior.metrics.psnr_ssim import psnr, ssim
 from faceprior.models import create_model
 from faceprior.restoration.restorer import FaceRestorer
 from faceprior.training.config import TrainConfig, config_from_dict
-from faceprior.training.degradations import DegradationParams, apply_degradation, read_float_image
+from faceprior.training.degradations import DegradationConfig, DegradationParams, apply_degradation, read_float_image
 
 SMALL_CKPT = "ckpt/GFPGANv1Clean_small.pth"  # 128 px, random weights
 
@@ -99,6 +99,23 @@ def test_make_testset_rerun_is_a_no_op_and_refuses_other_arguments(gt_faces, tes
         make_testset(gt_faces, testset128.root, seed=1, size=128)
     with pytest.raises(SyntheticTestSetError, match="size 128 \\(asked 64\\)"):
         make_testset(gt_faces, testset128.root, seed=0, size=64)
+
+
+def test_make_testset_reads_manifests_written_before_newer_degradation_settings(gt_faces, tmp_path):
+    """A test set made before a degradation setting existed (its manifest lacks it) is still the
+    same test set when the setting is at its default; another config is refused."""
+    made = make_testset(gt_faces, tmp_path / "ts", seed=0, size=64)
+    manifest_path = made.lq_dir / "degradations.json"
+    manifest = json.loads(manifest_path.read_text())
+    for key in ("enlarge_prob", "enlarge_range"):
+        del manifest["config"][key]
+    for entry in manifest["files"]:
+        del entry["params"]["enlarge"]
+    manifest_path.write_text(json.dumps(manifest))
+    found = make_testset(gt_faces, tmp_path / "ts", seed=0, size=64)
+    assert not found.created and found.count == 4
+    with pytest.raises(SyntheticTestSetError, match="different degradation config"):
+        make_testset(gt_faces, tmp_path / "ts", seed=0, size=64, config=DegradationConfig(enlarge_prob=0.5))
 
 
 def test_make_testset_refuses_a_partial_folder(gt_faces, tmp_path):

@@ -22,7 +22,8 @@ from typing import Any, Dict, Optional
 
 from faceprior.errors import FacepriorError
 from faceprior.paths import PathLike
-from faceprior.training.degradations import MANIFEST_FORMAT, DegradationConfig, DegradationError, degrade_folder
+from faceprior.training.degradations import (MANIFEST_FORMAT, DegradationConfig, DegradationConfigError, DegradationError,
+                                             degrade_folder)
 
 LQ_FOLDER = "lq"
 GT_FOLDER = "gt"
@@ -68,7 +69,11 @@ def _same_request(manifest: Dict[str, Any], gt_dir: Path, seed: int, size: Optio
     recorded_input = manifest.get("input")
     if recorded_input is None or Path(recorded_input).resolve() != gt_dir.resolve():
         differences.append(f"source folder {recorded_input} (asked {gt_dir})")
-    if manifest.get("config") != config.to_dict():
+    try:  # settings added since the manifest was written read as their defaults
+        recorded_config = DegradationConfig.from_dict(manifest.get("config"), source="manifest")
+    except DegradationConfigError:
+        recorded_config = None
+    if recorded_config != config:
         differences.append("degradation config")
     return differences
 
