@@ -141,7 +141,7 @@ def main() -> None:
     print("|---|---:|---|---|---|---|---|---|---|")
     for row in rows:
         gain = f"{row['psnr'] - row['in_psnr']:+.2f}" if "in_psnr" in row else "-"
-        ident = f"{row['id']:.3f} / {row['in_id']:.3f}" if "id" in row else "-"
+        ident = f"{row['id']:.4f} / {row['in_id']:.4f}" if "id" in row else "-"
         wts = f"{row['w_mean']:.2f} ({row['w_min']:.2f}..{row['w_max']:.2f})" if "w_mean" in row else "-"
         print(f"| {row['set']} | {row['n']} | {row['psnr']:.2f} / {row['psnr_of_mean_mse']:.2f} ({row['psnr_min']:.2f}) | {row['ssim']:.4f} | "
               f"{row.get('in_psnr', float('nan')):.2f} | {row.get('in_ssim', float('nan')):.4f} | {gain} | {ident} | {wts} |")
@@ -161,7 +161,7 @@ def format_row(row: dict) -> str:
     if "in_psnr" in row:
         text += f"; input PSNR {row['in_psnr']:.2f}, SSIM {row['in_ssim']:.4f}; gain {row['psnr'] - row['in_psnr']:+.2f} dB"
     if "id" in row:
-        text += f"; dlib identity {row['id']:.3f} (input {row['in_id']:.3f}, {row['id_n']} photos)"
+        text += f"; dlib identity {row['id']:.4f} (input {row['in_id']:.4f}, {row['id_n']} photos)"
     if "w_mean" in row:
         text += f"; weight {row['w_mean']:.2f} ({row['w_min']:.2f}..{row['w_max']:.2f})"
     if "bg_mean" in row:

@@ -214,8 +214,8 @@ _ENTRIES = (
     WeightFile(
         name="faceprior-256", kind="restoration", filename="faceprior-256.safetensors", bundled=True,
         arch="GFPGANv1Clean", framing="celeba-hq",
-        # configs/gfpgan_clean_256_cpu_eye_l1.yaml, shipped with --zero-noise (version 5; docs/default_model.md)
-        sha256="2d75f48881efe43ea33398e6684ab03e3c42833e504f2da943895e8e40a25946", size=7076756,
+        # configs/gfpgan_clean_256_cpu_enlarge.yaml at 1300, shipped with --zero-noise (version 6; docs/default_model.md)
+        sha256="ddf4e97b6071ddcd17748a2400f4828ce223bd48b944e43c0ac7f9753ce67d28", size=7076756,
         license="non-commercial research (trained on CelebA-HQ)", source="docs/default_model.md",
         description="small GFP-GAN trained by this project on a CPU (256 px); ships with the package"),
     WeightFile(
