@@ -281,12 +281,14 @@ class DegradationParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "degradation parameters") -> "DegradationParams":
-        """Inverse of ``dataclasses.asdict`` (e.g. one entry of a manifest); every field is
-        required but ``enlarge`` (manifests written before it had none: 1) and unknown keys are
-        refused (DegradationConfigError naming ``source``)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        if isinstance(data, Mapping) and "enlarge" not in data:
-            data = {**data, "enlarge": 1.0}
+        """Inverse of ``dataclasses.asdict`` (e.g. one entry of a manifest); every field without a
+        default is required (a field with one was added later: manifests written before it lack it
+        and read as its default, e.g. ``enlarge`` 1) and unknown keys are refused
+        (DegradationConfigError naming ``source``)."""
+        fields = dataclasses.fields(cls)
+        names = [f.name for f in fields]
+        if isinstance(data, Mapping):
+            data = {**{f.name: f.default for f in fields if f.default is not dataclasses.MISSING}, **data}
         if not isinstance(data, Mapping) or set(data) != set(names):
             given = sorted(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
             raise DegradationConfigError(f"{source}: expected exactly the keys {', '.join(names)}, got {given}")
