@@ -18,7 +18,8 @@ from faceprior.face.templates import named_template
 from faceprior.imaging.files import list_image_files
 from faceprior.imaging.io import read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr
-from faceprior.restoration.restorer import FaceRestorer, same_colour
+from faceprior.models.blend_estimator import BlendWeightNet, same_colour
+from faceprior.restoration.restorer import FaceRestorer
 from faceprior.training.blend_estimator import (
     blend_loss,
     blend_statistics,
@@ -194,6 +195,12 @@ def test_the_estimator_judges_restorations_at_the_input_colour():
     torch.testing.assert_close(same_colour(tinted, faces), faces, atol=1e-6, rtol=0)
     detail = faces + 0.05 * torch.randn(2, 3, 64, 64)  # a change of detail keeps its own colour
     assert (same_colour(detail, faces) - detail).abs().max() < 0.01
+    # the network colour-matches itself, so training (on raw restorations) and restoring see the same
+    torch.manual_seed(0)
+    network = BlendWeightNet().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(network(faces, tinted), network(faces, faces), atol=1e-5, rtol=0)
+        assert (network(faces, detail) - network(faces, faces)).abs().max() > 1e-4
 
 
 @pytest.mark.slow

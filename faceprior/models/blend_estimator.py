@@ -9,8 +9,10 @@ It is trained here (``faceprior.training.blend_estimator``) on faces degraded wi
 recipe and milder and clean variants, with the loss ``log(mean((a + w (r - a) - gt)^2))`` over
 the face, i.e. the PSNR of the blended face; docs/no_harm.md has the recipe and the curves.
 
-Input: both faces at any size, resized (antialiased) to 256 x 256 when they are not; they enter as
-``[a, r - a]`` (6 channels), so what the model changed is explicit. Five strided 3x3 convs reduce
+Input: both faces at any size, resized (antialiased) to 256 x 256 when they are not. The
+restoration is first moved to the input's mean colour over the face (:func:`same_colour`): a colour
+change alone (a restoration taking the photo's own cast off a sharp face) is not help, only a change
+of detail is. They enter as ``[a, r - a]`` (6 channels), so what the model changed is explicit. Five strided 3x3 convs reduce
 them to 16 x 16 features, averaged with a fixed window centred on the face (the paste mask's
 region), then two linear layers and a sigmoid. About 80 MMAC per face: a few milliseconds on a CPU.
 """
@@ -26,7 +28,7 @@ from torch import nn
 
 from faceprior.models.architecture import Architecture, Shapes, indices, require
 
-__all__ = ["ANALYSIS_SIZE", "ARCHITECTURE", "BlendWeightNet", "centre_window"]
+__all__ = ["ANALYSIS_SIZE", "ARCHITECTURE", "BlendWeightNet", "centre_window", "same_colour"]
 
 #: the side at which faces are analysed
 ANALYSIS_SIZE = 256
@@ -42,6 +44,15 @@ def centre_window(size: int) -> torch.Tensor:
     profile = 0.5 - 0.5 * torch.cos(2 * math.pi * inner)
     window = torch.outer(profile, profile)
     return (window / window.sum()).float()
+
+
+def same_colour(restored: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """``restored`` with each channel's mean over the face (the centre window) moved to that of
+    ``faces``: what the estimator judges, so that a colour change alone (a restoration that takes
+    the photo's own colour cast off a sharp face) is not taken for help. [B, 3, S, S] in [0, 1]."""
+    window = centre_window(faces.shape[-1]).to(faces)
+    shift = ((faces - restored) * window).sum(dim=(2, 3), keepdim=True)
+    return (restored + shift).clamp(0, 1)
 
 
 class BlendWeightNet(nn.Module):
@@ -73,6 +84,7 @@ class BlendWeightNet(nn.Module):
         if inputs.shape != restored.shape or inputs.dim() != 4 or inputs.shape[1] != 3:
             raise ValueError(f"expected two [B, 3, H, W] batches of one shape, got {tuple(inputs.shape)} "
                              f"and {tuple(restored.shape)}")
+        restored = same_colour(restored, inputs)
         if inputs.shape[-2:] != (ANALYSIS_SIZE, ANALYSIS_SIZE):
             pair = F.interpolate(torch.cat([inputs, restored]), size=(ANALYSIS_SIZE, ANALYSIS_SIZE),
                                  mode="bilinear", align_corners=False, antialias=True)

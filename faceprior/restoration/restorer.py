@@ -501,7 +501,7 @@ class FaceRestorer:
             x = torch.from_numpy(to_float01(chunk)).permute(0, 3, 1, 2).to(self.device)
             y = self._forward(x * 2 - 1).clamp(-1, 1) * 0.5 + 0.5
             if self.blend_estimator is not None:
-                weights[start:start + len(chunk)] = self.blend_estimator(x.float(), same_colour(y.float(), x.float())).cpu().numpy()
+                weights[start:start + len(chunk)] = self.blend_estimator(x.float(), y.float()).cpu().numpy()
             outputs[start:start + len(chunk)] = y.permute(0, 2, 3, 1).float().cpu().numpy()
         return outputs, weights
 
@@ -849,15 +849,6 @@ def blend_faces(faces: np.ndarray, outputs: np.ndarray, weights: np.ndarray) -> 
             mixed = source + np.float32(weight) * (output - source)
         blended[i] = from_float01(mixed, faces.dtype)
     return blended
-
-
-def same_colour(restored: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """``restored`` with each channel's mean over the face (the centre window) moved to that of
-    ``faces``: what the estimator judges, so that a colour change alone (a restoration that takes
-    the photo's own colour cast off a sharp face) is not taken for help. [B, 3, S, S] in [0, 1]."""
-    window = centre_window(faces.shape[-1]).to(faces)
-    shift = ((faces - restored) * window).sum(dim=(2, 3), keepdim=True)
-    return (restored + shift).clamp(0, 1)
 
 
 def keep_detail(matrices: np.ndarray, weights: np.ndarray, upscale: float = 1.0) -> np.ndarray:
