@@ -134,7 +134,10 @@ def test_outputs_latent_and_codes(small):
     name, arch, network, ref = small
     x = ref["input"]
     latent = network.quant_conv(network.encoder(x)["out"])  # the quantizer's input
-    assert torch.equal(latent, ref["latent_pre_quant"]), (name, (latent - ref["latent_pre_quant"]).abs().max().item())
+    # To float rounding: the reference was computed on another CPU, whose conv kernels sum in another
+    # order (2-3e-6 on an AVX2 CPU); the code indices below must still match exactly.
+    latent_diff = (latent - ref["latent_pre_quant"]).abs().max().item()
+    assert latent_diff <= ATOL, (name, latent_diff)
 
     info = network.encode(x)[2]  # (perplexity, one-hot codes, code indices [B*H*W, 1], distances)
     codes = info[2].view(ref["code_indices"].shape)
