@@ -7,6 +7,7 @@ import pytest
 
 from faceprior.face.align import (
     align_face,
+    aligned_crops,
     compose_affine,
     estimate_similarity,
     invert_affine,
@@ -230,3 +231,19 @@ def test_align_face_default_border_is_facexlib_grey():
     np.testing.assert_array_equal(crop[0, 0], [132, 133, 135])
     crop16, _ = align_face(image.astype(np.uint16), landmarks, out_size=64)
     np.testing.assert_array_equal(crop16[0, 0], np.array([132, 133, 135]) * 257)
+
+
+def test_aligned_crops_mirror_the_photo_where_a_crop_leaves_it():
+    """The restorer's crops: beyond the photo's edge the photo mirrored (what FFHQ/CelebA-HQ-trained
+    models have seen), not facexlib's grey band; "grey" keeps the official fill."""
+    photo = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    shift = np.array([[1.0, 0.0, 6.0], [0.0, 1.0, 0.0]])  # the crop starts 6 px left of the photo
+    crop = aligned_crops(photo, shift[None], 40)[0]
+    np.testing.assert_array_equal(crop[:, 6:], photo[:, :34])
+    np.testing.assert_array_equal(crop[:, :6], photo[:, 5::-1])  # mirrored about the edge
+    grey = aligned_crops(photo, shift[None], 40, border="grey")[0]
+    np.testing.assert_array_equal(grey[:, :6], np.broadcast_to([132, 133, 135], (40, 6, 3)))
+    np.testing.assert_array_equal(grey[:, 6:], crop[:, 6:])
+    assert aligned_crops(photo, np.zeros((0, 2, 3)), 40).shape == (0, 40, 40, 3)
+    with pytest.raises(ValueError, match="border"):
+        aligned_crops(photo, shift[None], 40, border="black")

@@ -25,6 +25,7 @@ from faceprior.training.blend_estimator import (
     blend_statistics,
     best_weights,
     degraded_pair,
+    photo_pair,
     psnr_of_blend,
 )
 from faceprior.training.degradations import DegradationConfig, degrade
@@ -186,6 +187,25 @@ def test_training_pairs_clean_samples_are_their_own_reference():
     assert lq is reference and lq.shape == gt.shape and not np.array_equal(lq, gt)  # re-framed, not degraded
     lq, reference = degraded_pair(gt, "paper", rng)
     assert not np.array_equal(lq, reference)
+
+
+def test_the_estimator_is_trained_on_crops_filled_as_the_restorer_fills_them():
+    """Where a face's crop leaves the photo, the restorer fills it with the photo mirrored
+    (``aligned_crops``), and the estimator's training crops are made the same way: a plain-coloured
+    photo gives crops of that colour alone, with no grey band in either."""
+    colour = np.array([0.9, 0.2, 0.3], np.float32)
+    photo = np.broadcast_to(colour, (96, 96, 3)).copy()
+    restorer = FaceRestorer(model="faceprior-256", weight=1.0)
+    landmarks = named_template("celeba-hq", 96)[None] - 30.0  # the face towards the top left corner
+    prepared = restorer.prepare_faces(photo, None, np.array([[0, 0, 60, 60]]), np.ones(1), landmarks)
+    crop = prepared.crops[0]
+    matrix = prepared.matrices[0]
+    assert (np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2] @ [0, 0, 1] < 0).all()  # it does leave the photo
+    np.testing.assert_allclose(crop, np.broadcast_to(colour, crop.shape), atol=1e-6)
+    for seed in range(4):  # the training pairs: degraded "clean", aligned by the same matrix
+        lq, reference = photo_pair(photo, "clean", np.random.default_rng(seed), lambda _: matrix, 256)
+        np.testing.assert_allclose(lq, np.broadcast_to(colour, lq.shape), atol=1e-6)
+        np.testing.assert_allclose(reference, lq)
 
 
 def test_the_estimator_judges_restorations_at_the_input_colour():

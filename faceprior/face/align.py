@@ -220,13 +220,27 @@ def warp_affine(
     return np.stack(outputs) if (image_batched or matrix_batched) else outputs[0]
 
 
-def aligned_crops(pixels: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
+def aligned_crops(pixels: np.ndarray, matrices: np.ndarray, size: int, border: str = "reflect") -> np.ndarray:
     """The crops [N, S, S, 3] (the pixels' dtype) of a photo [H, W, 3] through ``matrices`` [N, 2, 3]
-    (photo -> crop), facexlib's grey where a crop leaves the photo."""
+    (photo -> crop).
+
+    border: what fills a crop where it leaves the photo (a face cut by the photo's edge):
+        "reflect", the photo mirrored about its edge (what the restorer feeds its models: the FFHQ
+        and CelebA-HQ alignment scripts pad their faces by mirroring too, so a model has seen it,
+        while a grey band changes how it restores the face beside it: docs/no_harm.md, section 4);
+        or "grey", facexlib's grey (132, 133, 135) (the official pipeline's; the landmark refiner
+        was trained on it).
+    """
+    if border not in ("reflect", "grey"):
+        raise ValueError(f"border must be 'reflect' or 'grey', got {border!r}")
     if not len(matrices):
         return np.zeros((0, size, size, 3), pixels.dtype)
-    grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
-    crops = warp_affine(pixels, np.asarray(matrices).reshape(-1, 2, 3), size, border="constant", border_value=grey)
+    matrices = np.asarray(matrices).reshape(-1, 2, 3)
+    if border == "reflect":
+        crops = warp_affine(pixels, matrices, size, border="reflect")
+    else:
+        grey = np.array(FACEXLIB_BORDER_RGB) / 255.0 * dtype_max(pixels.dtype)
+        crops = warp_affine(pixels, matrices, size, border="constant", border_value=grey)
     return crops if crops.ndim == 4 else crops[None]
 
 

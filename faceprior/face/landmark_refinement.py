@@ -27,7 +27,7 @@ def refiner_view(pixels: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray,
     [N, 64, 64, 3] in [0, 255]; and the matrices [N, 2, 3] photo -> 256 px crop."""
     template = named_template(REFERENCE_FRAMING, REFERENCE_SIZE)
     matrices = np.stack([estimate_similarity(points, template) for points in np.asarray(landmarks).reshape(-1, 5, 2)])
-    crops = aligned_crops(to_uint8(pixels), matrices, REFERENCE_SIZE)
+    crops = aligned_crops(to_uint8(pixels), matrices, REFERENCE_SIZE, border="grey")
     block = REFERENCE_SIZE // INPUT_SIZE
     return crops.reshape(-1, INPUT_SIZE, block, INPUT_SIZE, block, 3).astype(np.float32).mean(axis=(2, 4)), matrices
 

@@ -8,8 +8,8 @@ Two steps, both resumable, run by ``tools/train_blend_estimator.py``:
    ``paper`` (the paper's recipe, as the test sets), and cropped in one of two ways: ``direct``
    (a slightly re-framed copy: random similarity, scale 0.95-1.05, rotation +-3 degrees, shift
    +-2 px), as aligned inputs are; or ``photo`` (sometimes enlarged 1.2-2x first, degraded as a
-   photo, its face found by the detector and aligned as ``faceprior restore`` does, grey borders
-   where the crop leaves the photo), as whole photos are. The model restores the crop (``r``);
+   photo, its face found by the detector and aligned as ``faceprior restore`` does, the photo mirrored
+   where the crop leaves it), as whole photos are. The model restores the crop (``r``);
    the dataset keeps the input ``a`` and ``r`` (uint8) and three numbers per
    sample, mask-weighted means over the face (the paste mask ``face_mask``):
    ``A = <(r - a)^2>``, ``B = <(r - a)(gt - a)>``, ``C = <(gt - a)^2>``, so that the error of any
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceprior.face.align import warp_affine
+from faceprior.face.align import aligned_crops, warp_affine
 from faceprior.face.paste import face_mask
 from faceprior.imaging.io import read_image
 from faceprior.imaging.pixels import to_float01
@@ -77,8 +77,6 @@ def reframe(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 FRAMINGS = {"direct": 0.4, "photo": 0.6}
 #: photo -> crop matrix of the largest face the pipeline finds in a uint8 photo, or None
 Align = Callable[[np.ndarray], Optional[np.ndarray]]
-#: the pipeline's fill outside the photo (``FaceRestorer.prepare_faces``)
-BORDER_GREY = np.array([132.0, 133.0, 135.0]) / 255.0
 
 
 def photo_pair(gt: np.ndarray, mode: str, rng: np.random.Generator, align: Align,
@@ -94,8 +92,8 @@ def photo_pair(gt: np.ndarray, mode: str, rng: np.random.Generator, align: Align
     matrix = align(np.rint(np.clip(lq, 0, 1) * 255).astype(np.uint8))
     if matrix is None:
         return None
-    crop = warp_affine(lq, matrix, size, border="constant", border_value=BORDER_GREY)
-    return crop, warp_affine(reference, matrix, size, border="constant", border_value=BORDER_GREY)
+    # cropped as the pipeline crops (``FaceRestorer.prepare_faces``)
+    return aligned_crops(lq, matrix[None], size)[0], aligned_crops(reference, matrix[None], size)[0]
 
 
 def degraded_pair(gt: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +158,9 @@ def build_blend_dataset(images: Sequence[PathLike], restore: Restore, out_dir: P
     meta_path = out_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
     wanted = {"count": count, "size": size, "seed": seed, "images": [str(p) for p in images],
-              "modes": [mode for _, mode in plan], "photo_crops": align is not None}
-    if meta is not None and any(meta[key] != value for key, value in wanted.items()):
+              "modes": [mode for _, mode in plan], "photo_crops": align is not None,
+              "crop_border": "reflect"}
+    if meta is not None and any(meta.get(key) != value for key, value in wanted.items()):
         raise ValueError(f"{out_dir}: holds a dataset built with other settings; use another folder")
     done = int(meta["done"]) if meta else 0
     mode = "r+" if meta else "w+"
