@@ -20,14 +20,24 @@ from faceprior.imaging.io import read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr
 from faceprior.models.blend_estimator import BlendWeightNet, same_colour
 from faceprior.restoration.restorer import FaceRestorer
+from faceprior.models.dlib_resnet import DlibFaceResNet
 from faceprior.training.blend_estimator import (
+    IDENTITY_WEIGHTS,
+    BlendDataset,
     blend_loss,
+    blend_plan,
     blend_statistics,
     best_weights,
+    build_blend_dataset,
+    build_identity_table,
     degraded_pair,
+    identity_of_blend,
     photo_pair,
     psnr_of_blend,
+    train_blend_estimator,
+    training_sample,
 )
+from faceprior.training.losses import resample_box
 from faceprior.training.degradations import DegradationConfig, degrade
 
 
@@ -189,6 +199,87 @@ def test_training_pairs_clean_samples_are_their_own_reference():
     assert not np.array_equal(lq, reference)
 
 
+def test_identity_table_holds_the_distances_of_each_samples_blends_to_its_reference(tmp_path):
+    """The table makes each sample's reference again (it is not stored), checks that the input it
+    makes is the stored one, and keeps the descriptor distance of the blends at IDENTITY_WEIGHTS;
+    a killed run resumes to the same table, and a dataset made by other code is refused."""
+    rng = np.random.default_rng(3)
+    images = []
+    for index in range(4):
+        path = tmp_path / "faces" / f"{index}.png"
+        path.parent.mkdir(exist_ok=True)
+        write_image(path, (np.kron(rng.random((8, 8, 3)), np.ones((8, 8, 1))) * 255).astype(np.uint8))
+        images.append(path)
+    folder = tmp_path / "dataset"
+    build_blend_dataset(images, lambda crops: 255 - crops, folder, 64, log=lambda _: None)
+    assert BlendDataset.open(folder).identity is None
+    torch.manual_seed(0)
+    net = DlibFaceResNet().eval()  # random weights: a descriptor all the same
+    box = (8.0, 6.0, 55.0, 57.0)
+    dataset = build_identity_table(folder, images, net, box, log=lambda _: None)
+    assert dataset.identity.shape == (8, len(IDENTITY_WEIGHTS)) and set(dataset.framing) == {"direct"}
+
+    def descriptor(image: np.ndarray) -> torch.Tensor:
+        chip = resample_box(torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None] * 2 - 1, box, 150)
+        with torch.no_grad():
+            return net.descriptor_from_unit_range(chip)[0]
+
+    plan = blend_plan(len(images), 2, 0)
+    assert [mode for _, mode in plan] == list(dataset.modes)
+    for number in (0, 5):
+        sample = training_sample(images[plan[number][0]], plan[number][1], 0, number, 64, None)
+        np.testing.assert_array_equal(sample.input, dataset.inputs[number])
+        a, r = dataset.inputs[number] / 255.0, dataset.restored[number] / 255.0
+        for column, w in enumerate(IDENTITY_WEIGHTS):
+            expected = (descriptor(a + w * (r - a)) - descriptor(sample.reference)).norm()
+            assert abs(dataset.identity[number, column] - float(expected)) < 1e-4
+    table = np.load(folder / "identity.npy")
+    table[3:] = np.nan  # killed after three samples
+    np.save(folder / "identity.npy", table)
+    assert BlendDataset.open(folder).identity is None  # an incomplete table is not used
+    resumed = build_identity_table(folder, images, net, box, log=lambda _: None)
+    np.testing.assert_allclose(resumed.identity, dataset.identity, atol=1e-6)
+    inputs = np.memmap(folder / "inputs.u8", np.uint8, "r+", shape=(8, 64, 64, 3))
+    inputs[6] ^= 1  # a dataset whose inputs this code does not make
+    inputs.flush()
+    np.save(folder / "identity.npy", table)
+    with pytest.raises(ValueError, match="sample 6 is not the one this code makes"):
+        build_identity_table(folder, images, net, box, log=lambda _: None)
+
+
+def test_identity_of_blend_interpolates_the_table_between_its_weights():
+    table = torch.tensor([[0.0, 0.1, 0.4, 0.5, 0.9], [0.6, 0.6, 0.5, 0.3, 0.2]])
+    weights = torch.tensor([0.5, 0.875], requires_grad=True)
+    values = identity_of_blend(weights, table)
+    torch.testing.assert_close(values, torch.tensor([0.4, 0.25]))
+    values.sum().backward()
+    torch.testing.assert_close(weights.grad, torch.tensor([0.4, -0.4]))  # the slope of each segment
+    ends = identity_of_blend(torch.tensor([0.0, 1.0]), table)
+    torch.testing.assert_close(ends, torch.tensor([0.0, 0.2]))
+
+
+def test_the_identity_term_lowers_the_weight_where_the_restoration_drifts_the_person(tmp_path):
+    """Samples whose PSNR is best at w = 1 but whose identity distance grows with w: without the
+    identity term the estimator keeps most of the restoration, with it much less."""
+    rng = np.random.default_rng(0)
+    count = 96
+    inputs = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    restored = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
+    stats = np.tile([0.01, 0.01, 0.012], (count, 1))  # error 0.01 (w - 1)^2 + 0.002: best at w = 1
+    identity = np.tile(np.linspace(0.3, 0.8, len(IDENTITY_WEIGHTS), dtype=np.float32), (count, 1))
+    dataset = BlendDataset(inputs, restored, stats, np.array(["paper"] * count), identity,
+                           np.array(["photo"] * count))
+    summaries = {}
+    for identity_weight in (0.0, 20.0):
+        _, summaries[identity_weight] = train_blend_estimator(
+            dataset, tmp_path / f"estimator-{identity_weight}.safetensors", holdout=32, epochs=3, psnr_epochs=3,
+            lr=0.1, identity_weight=identity_weight, log=lambda _: None)
+    plain, with_identity = summaries[0.0]["all"], summaries[20.0]["all"]
+    assert plain["weight"] > 0.7 and with_identity["weight"] < 0.3
+    assert with_identity["identity"] < plain["identity"] and with_identity["predicted"] < plain["predicted"]
+    assert plain["identity_input"] == pytest.approx(0.3) and plain["identity_model"] == pytest.approx(0.8)
+
+
 def test_the_estimator_is_trained_on_crops_filled_as_the_restorer_fills_them():
     """Where a face's crop leaves the photo, the restorer fills it with the photo mirrored
     (``aligned_crops``), and the estimator's training crops are made the same way: a plain-coloured
@@ -203,7 +294,7 @@ def test_the_estimator_is_trained_on_crops_filled_as_the_restorer_fills_them():
     assert (invert_affine(matrix) @ [0, 0, 1] < 0).all()  # the crop's corner lies outside the photo
     np.testing.assert_allclose(crop, np.broadcast_to(colour, crop.shape), atol=1e-6)
     for seed in range(4):  # the training pairs: degraded "clean", aligned by the same matrix
-        lq, reference = photo_pair(photo, "clean", np.random.default_rng(seed), lambda _: matrix, 256)
+        lq, reference, _ = photo_pair(photo, "clean", np.random.default_rng(seed), lambda _: matrix, 256)
         np.testing.assert_allclose(lq, np.broadcast_to(colour, lq.shape), atol=1e-6)
         np.testing.assert_allclose(reference, lq)
 

@@ -55,6 +55,7 @@ __all__ = [
     "path_length_penalty",
     "pyramid_l1_loss",
     "r1_penalty",
+    "resample_box",
 ]
 
 # Facial components, in the order of the dataset's loc_left_eye / loc_right_eye / loc_mouth.
@@ -496,6 +497,21 @@ def identity_loss(arcface: nn.Module, restored: torch.Tensor, gt: torch.Tensor, 
     return l1_loss(arcface(gray_resize_for_identity(restored)), gt_embedding, weight)
 
 
+def resample_box(images: torch.Tensor, box: Sequence[float], size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, size, size]: the box (left, top, right, bottom, in pixels) resampled
+    bilinearly (differentiable), output pixel centres spread evenly from the box's left/top to its
+    right/bottom edge pixel; beyond the image, its border pixels."""
+    batch, channels, height, width = images.shape
+    left, top, right, bottom = (float(v) for v in box)
+    # affine_grid (align_corners=True) maps output [-1, 1] to input [-1, 1] = pixel 0 .. size-1
+    scale_x, scale_y = (right - left) / (width - 1), (bottom - top) / (height - 1)
+    shift_x, shift_y = (left + right) / (width - 1) - 1, (top + bottom) / (height - 1) - 1
+    theta = torch.tensor([[scale_x, 0.0, shift_x], [0.0, scale_y, shift_y]], device=images.device,
+                         dtype=images.dtype).expand(batch, 2, 3)
+    grid = F.affine_grid(theta, [batch, channels, size, size], align_corners=True)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 class DlibIdentityLoss(nn.Module):
     """Identity loss with dlib's face-recognition ResNet, where ArcFace weights are not at hand.
 
@@ -534,15 +550,7 @@ class DlibIdentityLoss(nn.Module):
         sigma = width / 256
         radius = max(1, math.ceil(3 * sigma))
         images = gaussian_blur(images.reshape(batch * channels, height, width), 2 * radius + 1, sigma)
-        images = images.view(batch, channels, height, width)
-        left, top, right, bottom = self.box
-        # affine_grid (align_corners=True) maps output [-1, 1] to input [-1, 1] = pixel 0 .. size-1
-        scale_x, scale_y = (right - left) / (width - 1), (bottom - top) / (height - 1)
-        shift_x, shift_y = (left + right) / (width - 1) - 1, (top + bottom) / (height - 1) - 1
-        theta = torch.tensor([[scale_x, 0.0, shift_x], [0.0, scale_y, shift_y]], device=images.device,
-                             dtype=images.dtype).expand(batch, 2, 3)
-        grid = F.affine_grid(theta, [batch, 3, 150, 150], align_corners=True)
-        chips = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        chips = resample_box(images.view(batch, channels, height, width), self.box, 150)
         return identity_gray(chips).expand(-1, 3, -1, -1)
 
     def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
