@@ -31,6 +31,7 @@ from faceprior.training.blend_estimator import (
     build_blend_dataset,
     build_identity_table,
     degraded_pair,
+    identity_harm,
     identity_of_blend,
     photo_pair,
     psnr_of_blend,
@@ -256,11 +257,13 @@ def test_identity_of_blend_interpolates_the_table_between_its_weights():
     torch.testing.assert_close(weights.grad, torch.tensor([0.4, -0.4]))  # the slope of each segment
     ends = identity_of_blend(torch.tensor([0.0, 1.0]), table)
     torch.testing.assert_close(ends, torch.tensor([0.0, 0.2]))
+    # the identity term counts only a blend farther from the person than the input
+    torch.testing.assert_close(identity_harm(torch.tensor([0.5, 0.875]), table), torch.tensor([0.4, 0.0]))
 
 
 def test_the_identity_term_lowers_the_weight_where_the_restoration_drifts_the_person(tmp_path):
-    """Samples whose PSNR is best at w = 1 but whose identity distance grows with w: without the
-    identity term the estimator keeps most of the restoration, with it much less."""
+    """Samples whose PSNR is best at w = 1 but whose identity distance grows with w beyond the
+    input's: without the identity term the estimator keeps most of the restoration, with it much less."""
     rng = np.random.default_rng(0)
     count = 96
     inputs = rng.integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)

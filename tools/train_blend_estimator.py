@@ -47,8 +47,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--holdout", type=int, default=500, help="samples held out for validation")
     parser.add_argument("--identity-weight", type=float, default=0.0,
-                        help="weight of the blends' dlib-id distance in the PSNR epochs' loss (0: none; needs "
-                             "faceprior[eval]; builds the dataset's identity table first)")
+                        help="weight, in the PSNR epochs' loss, of how much farther from the person (dlib-id "
+                             "distance) a blend is than the input (0: none; needs faceprior[eval]; builds the "
+                             "dataset's identity table first)")
     parser.add_argument("--init", type=Path, default=None,
                         help="estimator weights to start from (then --epochs equal to --psnr-epochs fine-tunes them)")
     parser.add_argument("--out", type=Path, default=REPO / "faceprior" / "data" / "blend-weight.safetensors")

@@ -19,8 +19,8 @@ Two steps, both resumable, run by ``tools/train_blend_estimator.py``:
    from the same seed (:func:`training_sample`, the one function that makes a sample).
 2. :func:`train_blend_estimator`: minimise the mean of ``log(w^2 A - 2 w B + C + eps)`` (the
    negative PSNR of the blended face, up to constants) over the samples, with horizontal flips;
-   with an identity table, plus a multiple of the blend's identity distance (interpolated in the
-   table). The best blend of a sample is ``w* = clip(B / A, 0, 1)``: the loss needs no label of it.
+   with an identity table, plus a multiple of how much farther from the person the blend is than
+   the input (interpolated in the table; not below 0). The best blend of a sample is ``w* = clip(B / A, 0, 1)``: the loss needs no label of it.
 
 Only the input and the model's output are seen at test time; ``gt`` never is.
 """
@@ -50,7 +50,7 @@ from faceprior.training.degradations import DegradationConfig, apply_degradation
 from faceprior.training.losses import resample_box
 
 __all__ = ["IDENTITY_WEIGHTS", "MILD", "MODES", "BlendDataset", "TrainingSample", "blend_loss", "blend_plan",
-           "build_blend_dataset", "build_identity_table", "best_weights", "identity_of_blend", "train_blend_estimator",
+           "build_blend_dataset", "build_identity_table", "best_weights", "identity_harm", "identity_of_blend", "train_blend_estimator",
            "training_sample"]
 
 #: the ways a training face is degraded, and how often
@@ -328,6 +328,12 @@ def save_array(path: Path, array: np.ndarray) -> None:
     write_bytes_atomically(path, buffer.getvalue())
 
 
+def identity_harm(weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """[N] how much farther from the person each blend at ``weights`` [N] is than the input
+    (:func:`identity_of_blend` minus the table's w = 0 column, not below 0): the identity term."""
+    return (identity_of_blend(weights, table) - table[:, 0]).clamp_min(0)
+
+
 def best_weights(stats: np.ndarray) -> np.ndarray:
     """The best blend weight of each sample, clip(B / A, 0, 1) (0 where the model changed nothing)."""
     a, b = stats[:, 0], stats[:, 1]
@@ -362,8 +368,8 @@ def train_blend_estimator(dataset: BlendDataset, out_path: PathLike, holdout: in
     against ``w*``, which learns fast and evenly); the last ``psnr_epochs`` minimise
     :func:`blend_loss` itself (the blended PSNR; from scratch it only learns w = 0 everywhere: the
     clean samples' gradients dwarf the others), at a tenth of the learning rate, plus
-    ``identity_weight`` times the mean identity distance of the blends (:func:`identity_of_blend`;
-    needs the dataset's identity table). The state dict of the epoch with the lowest held-out
+    ``identity_weight`` times the mean of how much farther from the person the blends are than the
+    inputs (:func:`identity_harm`; needs the dataset's identity table). The state dict of the epoch with the lowest held-out
     objective (that loss; with no identity term, the best mean PSNR) is written to ``out_path``
     (safetensors). The summary holds, on the held-out samples per mode, for the larger photos
     ("photo-larger", with an identity table) and overall, the mean PSNR of the blend with the
@@ -408,7 +414,7 @@ def train_blend_estimator(dataset: BlendDataset, out_path: PathLike, holdout: in
                 loss = blend_loss(weights, torch.from_numpy(dataset.stats[chosen]).float())
                 if identity_weight:
                     table = torch.from_numpy(dataset.identity[chosen]).float()
-                    loss = loss + identity_weight * identity_of_blend(weights, table).mean()
+                    loss = loss + identity_weight * identity_harm(weights, table).mean()
                 loss = loss + 1e-2 * (logits.abs() - LOGIT_LIMIT).clamp_min(0).pow(2).mean()
             else:
                 loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(targets[chosen]).float())
@@ -438,7 +444,7 @@ def evaluate_blend_estimator(network: BlendWeightNet, dataset: BlendDataset, ind
     """Mean PSNR per group (modes, "photo-larger" with an identity table, and "all") of the
     predicted, w=1, w=0 and best blends, the mean weights, the identity distances (with an identity
     table) and the objective of :func:`train_blend_estimator` (mean log error + identity_weight x
-    mean identity distance of the predicted blends)."""
+    mean identity harm of the predicted blends)."""
     network.eval()
     indices = np.asarray(list(indices))
     predicted = []
@@ -455,7 +461,9 @@ def evaluate_blend_estimator(network: BlendWeightNet, dataset: BlendDataset, ind
     if dataset.identity is not None:
         groups["photo-larger"] = dataset.framing[indices] == "photo-larger"
         table = torch.from_numpy(dataset.identity[indices]).float()
-        identity = {"identity": identity_of_blend(torch.from_numpy(weights).float(), table).numpy(),
+        predicted = torch.from_numpy(weights).float()
+        identity = {"identity": identity_of_blend(predicted, table).numpy(),
+                    "identity_harm": identity_harm(predicted, table).numpy(),
                     "identity_model": table[:, -1].numpy(), "identity_input": table[:, 0].numpy()}
     groups["all"] = np.ones(len(indices), bool)
     summary = {}
@@ -464,7 +472,7 @@ def evaluate_blend_estimator(network: BlendWeightNet, dataset: BlendDataset, ind
             continue
         summary[mode] = {
             "objective": float(np.log(blend_error(weights[keep], stats[keep])).mean()
-                               + (identity_weight * identity["identity"][keep].mean() if identity else 0.0)),
+                               + (identity_weight * identity["identity_harm"][keep].mean() if identity else 0.0)),
             "n": int(keep.sum()),
             "predicted": float(psnr_of_blend(weights[keep], stats[keep]).mean()),
             "model": float(psnr_of_blend(np.ones(keep.sum()), stats[keep]).mean()),
