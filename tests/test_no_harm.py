@@ -19,8 +19,8 @@ from faceprior.imaging.files import list_image_files
 from faceprior.imaging.io import read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr
 from faceprior.models.blend_estimator import BlendWeightNet, same_colour
-from faceprior.restoration.restorer import FaceRestorer
 from faceprior.models.dlib_resnet import DlibFaceResNet
+from faceprior.restoration.restorer import FaceRestorer
 from faceprior.training.blend_estimator import (
     IDENTITY_WEIGHTS,
     BlendDataset,
@@ -38,8 +38,8 @@ from faceprior.training.blend_estimator import (
     train_blend_estimator,
     training_sample,
 )
-from faceprior.training.losses import resample_box
 from faceprior.training.degradations import DegradationConfig, degrade
+from faceprior.training.losses import resample_box
 
 
 @pytest.fixture(scope="module")

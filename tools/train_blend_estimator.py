@@ -78,7 +78,8 @@ def main() -> None:
                                        box, align=align, log=lambda line: print(line, flush=True))
     _, summary = train_blend_estimator(dataset, args.out, holdout=min(args.holdout, len(dataset.stats) // 5),
                                        epochs=args.epochs, psnr_epochs=args.psnr_epochs, batch_size=args.batch_size,
-                                       identity_weight=args.identity_weight, init=args.init, log=lambda line: print(line, flush=True))
+                                       identity_weight=args.identity_weight, init=args.init,
+                                       log=lambda line: print(line, flush=True))
     print(f"wrote {args.out}")
     print(json.dumps(summary, indent=1))
 

@@ -20,7 +20,8 @@ Two steps, both resumable, run by ``tools/train_blend_estimator.py``:
 2. :func:`train_blend_estimator`: minimise the mean of ``log(w^2 A - 2 w B + C + eps)`` (the
    negative PSNR of the blended face, up to constants) over the samples, with horizontal flips;
    with an identity table, plus a multiple of how much farther from the person the blend is than
-   the input (interpolated in the table; not below 0). The best blend of a sample is ``w* = clip(B / A, 0, 1)``: the loss needs no label of it.
+   the input (interpolated in the table; not below 0). The best blend of a sample is
+   ``w* = clip(B / A, 0, 1)``: the loss needs no label of it.
 
 Only the input and the model's output are seen at test time; ``gt`` never is.
 """
@@ -50,8 +51,8 @@ from faceprior.training.degradations import DegradationConfig, apply_degradation
 from faceprior.training.losses import resample_box
 
 __all__ = ["IDENTITY_WEIGHTS", "MILD", "MODES", "BlendDataset", "TrainingSample", "blend_loss", "blend_plan",
-           "build_blend_dataset", "build_identity_table", "best_weights", "identity_harm", "identity_of_blend", "train_blend_estimator",
-           "training_sample"]
+           "build_blend_dataset", "build_identity_table", "best_weights", "identity_harm", "identity_of_blend",
+           "train_blend_estimator", "training_sample"]
 
 #: the ways a training face is degraded, and how often
 MODES = {"clean": 0.25, "mild": 0.25, "paper": 0.5}
@@ -199,6 +200,13 @@ def blend_plan(image_count: int, samples_per_image: int, seed: int) -> list[tupl
     return plan
 
 
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``np.save`` that leaves the old file or the new one, never a part (a killed run resumes)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes_atomically(path, buffer.getvalue())
+
+
 def build_blend_dataset(images: Sequence[PathLike], restore: Restore, out_dir: PathLike, size: int,
                         samples_per_image: int = 2, seed: int = 0, chunk: int = 64, align: Optional[Align] = None,
                         log: Callable[[str], None] = print) -> BlendDataset:
@@ -321,13 +329,6 @@ def identity_of_blend(weights: torch.Tensor, table: torch.Tensor) -> torch.Tenso
     return table[rows, low] * (1 - share) + table[rows, low + 1] * share
 
 
-def save_array(path: Path, array: np.ndarray) -> None:
-    """``np.save`` that leaves the old file or the new one, never a part (a killed run resumes)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_bytes_atomically(path, buffer.getvalue())
-
-
 def identity_harm(weights: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """[N] how much farther from the person each blend at ``weights`` [N] is than the input
     (:func:`identity_of_blend` minus the table's w = 0 column, not below 0): the identity term."""
@@ -369,9 +370,9 @@ def train_blend_estimator(dataset: BlendDataset, out_path: PathLike, holdout: in
     :func:`blend_loss` itself (the blended PSNR; from scratch it only learns w = 0 everywhere: the
     clean samples' gradients dwarf the others), at a tenth of the learning rate, plus
     ``identity_weight`` times the mean of how much farther from the person the blends are than the
-    inputs (:func:`identity_harm`; needs the dataset's identity table). The state dict of the epoch with the lowest held-out
-    objective (that loss; with no identity term, the best mean PSNR) is written to ``out_path``
-    (safetensors). The summary holds, on the held-out samples per mode, for the larger photos
+    inputs (:func:`identity_harm`; needs the dataset's identity table). The state dict of the
+    epoch with the lowest held-out objective (that loss; with no identity term, the best mean
+    PSNR) is written to ``out_path`` (safetensors). The summary holds, on the held-out samples per mode, for the larger photos
     ("photo-larger", with an identity table) and overall, the mean PSNR of the blend with the
     predicted weights, with w = 1 (the model as is), w = 0 (the input) and the best w, and with an
     identity table the mean identity distance of the predicted blend, of the model and of the input.
@@ -461,9 +462,9 @@ def evaluate_blend_estimator(network: BlendWeightNet, dataset: BlendDataset, ind
     if dataset.identity is not None:
         groups["photo-larger"] = dataset.framing[indices] == "photo-larger"
         table = torch.from_numpy(dataset.identity[indices]).float()
-        predicted = torch.from_numpy(weights).float()
-        identity = {"identity": identity_of_blend(predicted, table).numpy(),
-                    "identity_harm": identity_harm(predicted, table).numpy(),
+        predicted_weights = torch.from_numpy(weights).float()
+        identity = {"identity": identity_of_blend(predicted_weights, table).numpy(),
+                    "identity_harm": identity_harm(predicted_weights, table).numpy(),
                     "identity_model": table[:, -1].numpy(), "identity_input": table[:, 0].numpy()}
     groups["all"] = np.ones(len(indices), bool)
     summary = {}
