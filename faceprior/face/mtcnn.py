@@ -18,6 +18,7 @@ Internally boxes use corner coordinates where pixel ``i`` spans [i, i + 1); they
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,6 +430,16 @@ class MTCNN:
         self.min_face_size = float(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
+
+    def with_settings(self, scale_factor: float, thresholds: tuple[float, float, float]) -> "MTCNN":
+        """Another detector sharing these networks (no weights loaded again), with another pyramid
+        ratio and other thresholds (as in the constructor)."""
+        if not 0 < scale_factor < 1:
+            raise ValueError(f"MTCNN: scale_factor must be in (0, 1), got {scale_factor}")
+        other = copy.copy(self)
+        other.scale_factor = float(scale_factor)
+        other.thresholds = tuple(float(t) for t in thresholds)
+        return other
 
     # ---- public API --------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from faceprior.face.mtcnn import MTCNN
 from faceprior.face.parsing import gaussian_blur, make_parsing_masker
 from faceprior.face.paste import face_mask, face_to_image_matrix, paste_faces
 from faceprior.face.retinaface import make_retinaface_detector
+from faceprior.face.second_look import MTCNN_SECOND_LOOKS, SecondLookDetector
 from faceprior.face.templates import check_template_name, named_template
 from faceprior.hardware import native_bf16_available, parse_device
 from faceprior.imaging.colour import apply_colour_map, fit_colour_map, keep_greys
@@ -206,10 +207,12 @@ def make_detector(name: str = "mtcnn", device: str | torch.device = "cpu") -> An
 
     The returned object has ``detect_arrays(image uint8 [H, W, 3] RGB) -> (boxes [N, 4],
     scores [N], landmarks [N, 5, 2])``; it also finds faces cut by the photo's edge
-    (face/edge_margin.py).
+    (face/edge_margin.py), and MTCNN looks again where it found no face (face/second_look.py).
     """
     if name == "mtcnn":
-        return EdgeMarginDetector(MTCNN(device=device))
+        mtcnn = MTCNN(device=device)
+        second_looks = [mtcnn.with_settings(ratio, thresholds) for ratio, thresholds in MTCNN_SECOND_LOOKS]
+        return EdgeMarginDetector(SecondLookDetector(mtcnn, second_looks))
     if name in ("retinaface", "retinaface-resnet50", "retinaface-mobilenet"):
         network = "mobilenet0.25" if name.endswith("mobilenet") else "resnet50"
         return EdgeMarginDetector(make_retinaface_detector(network, device=device))
