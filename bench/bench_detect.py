@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -55,32 +56,28 @@ def main() -> None:
     for path in paths:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
-        faces = detector.detect(pixels)  # warm-up
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            detector.detect(pixels)
-            if args.device != "cpu":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-        times_ms.append(best * 1000)
+        best, faces = best_ms(detector.detect, pixels, args.repeats, args.device)
+        times_ms.append(best)
         height, width = pixels.shape[:2]
-        print(f"{path.relative_to(args.data)!s:40s} {width:5d}x{height:<5d} faces={len(faces):3d} {best * 1000:8.1f} ms")
+        print(f"{path.relative_to(args.data)!s:40s} {width:5d}x{height:<5d} faces={len(faces):3d} {best:8.1f} ms")
     print(
         f"{len(paths)} photos, {args.threads} threads: median {statistics.median(times_ms):.1f} ms, "
         f"mean {statistics.mean(times_ms):.1f} ms per image"
     )
 
 
-def best_ms(detector, pixels: np.ndarray, repeats: int) -> tuple[float, int]:
-    """(best time in ms of ``repeats`` runs after a warm-up, faces found)."""
-    faces = len(detector.detect_arrays(pixels)[0])
+def best_ms(detect: Callable[[np.ndarray], Any], pixels: np.ndarray, repeats: int, device: str) -> tuple[float, Any]:
+    """(best time in ms of ``repeats`` calls of ``detect(pixels)`` after one warm-up call, the
+    warm-up call's answer)."""
+    found = detect(pixels)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        detector.detect_arrays(pixels)
+        detect(pixels)
+        if device != "cpu":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
-    return best * 1000, faces
+    return best * 1000, found
 
 
 def faceless_like(pixels: np.ndarray, seed: int) -> np.ndarray:
@@ -98,11 +95,11 @@ def time_second_look(paths: list[Path], repeats: int, device: str) -> None:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
         for kind, image in (("photos", pixels), ("faceless", faceless_like(pixels, index))):
-            first_ms, first_faces = best_ms(first_look, image, repeats)
-            both_ms, faces = best_ms(detector, image, repeats)
+            first_ms, (first_faces, _, _) = best_ms(first_look.detect_arrays, image, repeats, device)
+            both_ms, (faces, _, _) = best_ms(detector.detect_arrays, image, repeats, device)
             totals[kind][0] += first_ms
             totals[kind][1] += both_ms
-            print(f"{path.name:28s} {kind:8s} faces {first_faces:3d} -> {faces:3d}: first look {first_ms:8.1f} ms, "
+            print(f"{path.name:28s} {kind:8s} faces {len(first_faces):3d} -> {len(faces):3d}: first look {first_ms:8.1f} ms, "
                   f"with the second look {both_ms:8.1f} ms")
     for kind, (first_ms, both_ms) in totals.items():
         print(f"{kind}: {len(paths)} images, first look {first_ms / len(paths):.1f} ms, with the second look "

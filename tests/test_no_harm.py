@@ -23,7 +23,7 @@ from faceprior.imaging.io import read_image, write_image
 from faceprior.metrics.psnr_ssim import psnr
 from faceprior.models.blend_estimator import BlendWeightNet, same_colour
 from faceprior.models.dlib_resnet import DlibFaceResNet
-from faceprior.restoration.restorer import FaceRestorer
+from faceprior.restoration.restorer import FaceRestorer, make_detector
 from faceprior.training.blend_estimator import (
     IDENTITY_WEIGHTS,
     BlendDataset,
@@ -174,7 +174,7 @@ def test_the_second_look_finds_degraded_faces_the_first_misses_and_changes_nothi
     faces the answer is the same; where it finds none, the second look finds most of those faces,
     where they are on the sharp photo."""
     first_look = EdgeMarginDetector(MTCNN())
-    detector = FaceRestorer(model="faceprior-256").detector
+    detector = make_detector("mtcnn")
     paths = sorted(list_image_files(data_dir / "faces-val-256"))
     missed, found, overlapping = 0, 0, 0
     for index, path in enumerate(paths):

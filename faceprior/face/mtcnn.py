@@ -416,8 +416,7 @@ class MTCNN:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         scale_factor: float = 0.709,
     ):
-        if not 0 < scale_factor < 1:
-            raise ValueError(f"MTCNN: scale_factor must be in (0, 1), got {scale_factor}")
+        self._set_search(scale_factor, thresholds)
         if min_face_size <= 0:
             raise ValueError(f"MTCNN: min_face_size must be positive, got {min_face_size}")
         folder = Path(weights_dir) if weights_dir is not None else mtcnn_weights_dir()
@@ -428,17 +427,19 @@ class MTCNN:
         self.rnet = load_network(RNet(), folder / "rnet.pt").to(self.device, memory_format=torch.channels_last)
         self.onet = load_network(ONet(), folder / "onet.pt").to(self.device, memory_format=torch.channels_last)
         self.min_face_size = float(min_face_size)
-        self.thresholds = tuple(float(t) for t in thresholds)
+
+    def _set_search(self, scale_factor: float, thresholds: tuple[float, float, float]) -> None:
+        """Check and keep the pyramid ratio and the three stages' thresholds."""
+        if not 0 < scale_factor < 1:
+            raise ValueError(f"MTCNN: scale_factor must be in (0, 1), got {scale_factor}")
         self.scale_factor = float(scale_factor)
+        self.thresholds = tuple(float(t) for t in thresholds)
 
     def with_settings(self, scale_factor: float, thresholds: tuple[float, float, float]) -> "MTCNN":
         """Another detector sharing these networks (no weights loaded again), with another pyramid
         ratio and other thresholds (as in the constructor)."""
-        if not 0 < scale_factor < 1:
-            raise ValueError(f"MTCNN: scale_factor must be in (0, 1), got {scale_factor}")
         other = copy.copy(self)
-        other.scale_factor = float(scale_factor)
-        other.thresholds = tuple(float(t) for t in thresholds)
+        other._set_search(scale_factor, thresholds)
         return other
 
     # ---- public API --------------------------------------------------------------------
